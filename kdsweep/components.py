@@ -1,0 +1,73 @@
+"""The contracts between plugins and the engine: what each kind of component takes and gives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """A dataset split three ways, as tensors (inputs float, labels int64).
+
+    The engine moves the tensors to the training device once and batches them by index.
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample, e.g. ``(1, 8, 8)``."""
+        return tuple(self.train_x.shape[1:])
+
+    def to(self, device: torch.device | str) -> DataSplits:
+        """The same splits on ``device``."""
+        return DataSplits(
+            *(
+                t.to(device)
+                for t in (
+                    self.train_x,
+                    self.train_y,
+                    self.val_x,
+                    self.val_y,
+                    self.test_x,
+                    self.test_y,
+                )
+            ),
+            num_classes=self.num_classes,
+        )
+
+
+@dataclass(frozen=True)
+class LossBatch:
+    """What a loss sees for one training batch.
+
+    ``teacher_logits`` is ``None`` for losses registered with ``needs_teacher=False``.
+    """
+
+    student_logits: torch.Tensor
+    targets: torch.Tensor
+    teacher_logits: torch.Tensor | None = None
+
+
+# build(width, num_classes, input_shape) -> module returning logits
+ModelBuilder = Callable[[float, int, tuple[int, ...]], nn.Module]
+# loss(batch, **params) -> scalar tensor; params are the loss's declared hyperparameters
+LossFn = Callable[..., torch.Tensor]
+# schedule(base, epoch, epochs, **params) -> value in force during ``epoch`` (0-based)
+ScheduleFn = Callable[..., float]
+# load(**params) -> DataSplits
+DatasetLoader = Callable[..., DataSplits]
+
+ParamValue = float | int | str | bool
+ParamDefaults = dict[str, Any]

@@ -1,0 +1,77 @@
+"""Resolved settings: the plain dataclasses the engine, search and tracking consume."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one model is trained."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 5e-4
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A registered model and its width."""
+
+    model: str
+    width: float
+
+
+@dataclass(frozen=True)
+class ComponentChoice:
+    """A registered component and the values of its declared params."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Everything one trial (or the teacher and baseline runs) is built from."""
+
+    dataset: ComponentChoice
+    teacher: ModelChoice
+    teacher_train: TrainSettings
+    student: ModelChoice
+    train: TrainSettings
+    loss: ComponentChoice
+    temperature_schedule: ComponentChoice
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting under a dotted name, e.g. ``loss.temperature`` (for MLflow params)."""
+        tree = {
+            "data": {"dataset": self.dataset.name, **self.dataset.params},
+            "teacher": {**asdict(self.teacher), **asdict(self.teacher_train)},
+            "student": asdict(self.student),
+            "train": asdict(self.train),
+            "loss": {"name": self.loss.name, **self.loss.params},
+            "schedule": {
+                "temperature": {
+                    "name": self.temperature_schedule.name,
+                    **self.temperature_schedule.params,
+                }
+            },
+        }
+        return flatten(tree)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
