@@ -1,0 +1,171 @@
+"""The training loop, in one place: takes resolved settings, returns metrics.
+
+Knows nothing of Optuna or MLflow. Data is held as tensors on the training device and
+batched by index; metrics are read from the device once per epoch, never per step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdsweep.components import DataSplits, LossBatch, LossFn
+from kdsweep.settings import TrainSettings
+
+# schedule(base, epoch, epochs) -> value in force during that epoch
+BoundSchedule = Callable[[float, int, int], float]
+
+
+@dataclass(frozen=True)
+class BoundLoss:
+    """A loss with its param values and the schedules that move some of them per epoch."""
+
+    fn: LossFn
+    params: Mapping[str, Any] = field(default_factory=dict)
+    schedules: Mapping[str, BoundSchedule] = field(default_factory=dict)
+
+    def values_for(self, epoch: int, epochs: int) -> dict[str, Any]:
+        """The params in force during ``epoch``: scheduled ones moved, the rest as set."""
+        return {
+            key: self.schedules[key](value, epoch, epochs) if key in self.schedules else value
+            for key, value in self.params.items()
+        }
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What one epoch produced; ``values`` holds the scheduled params in force (e.g. T)."""
+
+    epoch: int
+    train_loss: float
+    val_accuracy: float
+    values: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Final metrics of one training run. ``train_time_s`` excludes the epoch callback."""
+
+    val_accuracy: float
+    test_accuracy: float
+    params: int
+    train_time_s: float
+    epochs: int
+
+
+EpochCallback = Callable[[EpochReport], None]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; any other name is passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def build_seeded(build: Callable[[], nn.Module], seed: int, device: torch.device) -> nn.Module:
+    """Build a model with weights initialised from ``seed`` (reproducible on CPU)."""
+    torch.manual_seed(seed)
+    return build().to(device)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    """The model's logits for ``inputs``, in eval mode, without gradients."""
+    was_training = model.training
+    model.eval()
+    outputs = torch.cat([model(chunk) for chunk in inputs.split(batch_size)])
+    model.train(was_training)
+    return outputs
+
+
+def accuracy(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Top-1 accuracy of ``model`` on the given tensors, in [0, 1]."""
+    predictions = predict_logits(model, inputs).argmax(dim=1)
+    return (predictions == targets).float().mean().item()
+
+
+def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """The optimizer named by ``settings.optimizer``."""
+    params = model.parameters()
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=settings.lr, momentum=settings.momentum,
+            weight_decay=settings.weight_decay, nesterov=settings.momentum > 0,
+        )
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    raise ValueError(f"unknown optimizer '{settings.optimizer}'")
+
+
+def fit(
+    model: nn.Module,
+    data: DataSplits,
+    settings: TrainSettings,
+    loss: BoundLoss,
+    *,
+    teacher_logits: torch.Tensor | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> FitResult:
+    """Train ``model`` on ``data.train`` with ``loss``; evaluate on validation each epoch.
+
+    :param teacher_logits: the teacher's logits for every training sample, indexed like
+        ``data.train_x`` (computed once and shared by all trials).
+    :param on_epoch: called after each epoch; it may raise to stop training (e.g. pruning).
+    """
+    device = data.train_x.device
+    generator = torch.Generator().manual_seed(settings.seed)
+    optimizer = make_optimizer(model, settings)
+    n_train = len(data.train_y)
+    # Evenly sized batches (sizes differ by at most one): no tiny last batch for BatchNorm.
+    n_batches = max(1, math.ceil(n_train / settings.batch_size))
+    callback_time = 0.0
+    started = time.perf_counter()
+    for epoch in range(settings.epochs):
+        values = loss.values_for(epoch, settings.epochs)
+        model.train()
+        order = torch.randperm(n_train, generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for index in order.tensor_split(n_batches):
+            logits = model(data.train_x[index])
+            batch = LossBatch(
+                student_logits=logits,
+                targets=data.train_y[index],
+                teacher_logits=None if teacher_logits is None else teacher_logits[index],
+            )
+            value = loss.fn(batch, **values)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            loss_sum += value.detach() * len(index)
+        report = EpochReport(
+            epoch=epoch,
+            train_loss=(loss_sum / n_train).item(),
+            val_accuracy=accuracy(model, data.val_x, data.val_y),
+            values={k: float(v) for k, v in values.items() if k in loss.schedules},
+        )
+        if on_epoch is not None:
+            callback_started = time.perf_counter()
+            on_epoch(report)
+            callback_time += time.perf_counter() - callback_started
+    train_time = time.perf_counter() - started - callback_time
+    return FitResult(
+        val_accuracy=accuracy(model, data.val_x, data.val_y),
+        test_accuracy=accuracy(model, data.test_x, data.test_y),
+        params=count_params(model),
+        train_time_s=train_time,
+        epochs=settings.epochs,
+    )

@@ -1,0 +1,293 @@
+"""Runs a study end to end: plugins -> config -> experiment -> search loop -> tracking.
+
+The only module that knows all of the engine, Optuna and MLflow; each of those is used
+through its own module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import TrialState
+
+from kdsweep import search, tracking
+from kdsweep.cache import ModelCache
+from kdsweep.config import Study
+from kdsweep.display import Display, Row
+from kdsweep.engine import EpochReport, pick_device
+from kdsweep.experiment import Experiment, ModelRecord
+from kdsweep.redact import redact_url
+from kdsweep.settings import TrialSettings
+
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line overrides of the study file (``None`` keeps the file's value)."""
+
+    n_trials: int | None = None
+    timeout: float | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    device: str | None = None
+    results: str | None = None
+
+
+@dataclass
+class StudyLocations:
+    """Where a study's results live: one folder holding both stores by default."""
+
+    results: Path
+    storage: str
+    tracking_uri: str
+
+    @classmethod
+    def of(cls, study: Study, options: RunOptions) -> StudyLocations:
+        """Command line over study file over defaults under the results folder."""
+        results = Path(options.results or study.settings.results).resolve()
+        return cls(
+            results=results,
+            storage=options.storage or study.settings.storage
+            or f"sqlite:///{results / 'optuna.db'}",
+            tracking_uri=options.tracking_uri or study.settings.tracking_uri
+            or f"sqlite:///{results / 'mlflow.db'}",
+        )
+
+
+@dataclass
+class TrialRecord:
+    """A finished trial as the summary shows it."""
+
+    number: int
+    width: float
+    params: dict[str, Any]
+    val_accuracy: float
+    test_accuracy: float
+    n_params: int
+    train_time_s: float
+
+
+@dataclass
+class StudySummary:
+    """What a run of a study produced."""
+
+    locations: StudyLocations
+    teacher: ModelRecord | None
+    baselines: dict[float, ModelRecord]
+    best: dict[float, TrialRecord]  # best complete trial (by val_accuracy) per student width
+    states: dict[str, int] = field(default_factory=dict)
+
+
+def run_study(study: Study, options: RunOptions, display: Display | None = None) -> StudySummary:
+    """Prepare everything (all errors first), then train: teacher, baselines, trials."""
+    display = display or Display()
+    settings = study.settings
+    locations = StudyLocations.of(study, options)
+    locations.results.mkdir(parents=True, exist_ok=True)
+    experiment = Experiment(
+        study, pick_device(options.device or settings.device), ModelCache(locations.results / "cache")
+    )
+    experiment.check_models()
+    n_trials = options.n_trials or settings.n_trials
+    optuna_study = search.open_study(settings, locations.storage)
+    tracker = tracking.Tracker(locations.tracking_uri, settings.name, locations.results / "artifacts")
+    with display:
+        display.stage(
+            f"study [bold]{settings.name}[/] on {experiment.device}: optuna "
+            f"{redact_url(locations.storage)}, mlflow {redact_url(locations.tracking_uri)}"
+        )
+        teacher = _reference(tracker, display, experiment, "teacher", None) \
+            if experiment.needs_teacher else None
+        baselines = {}
+        if settings.baseline:
+            for width in study.widths():
+                baselines[width] = _reference(tracker, display, experiment, "baseline", width)
+        display.trials(n_trials, search.finished_trials(optuna_study))
+        objective = _Objective(study, experiment, tracker, display, baselines)
+        status = "FINISHED"
+        try:
+            search.run_trials(
+                optuna_study, study.search, objective, n_trials,
+                options.timeout or settings.timeout,
+                on_outcome=lambda o: display.outcome(o.number, o.state.name, o.reason),
+            )
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            tracker.close(status)
+    summary = _summarise(
+        optuna_study, locations, teacher, baselines, study.tree["student"]["width"]
+    )
+    display.summary(f"{settings.name}: best trial per width", _rows(summary))
+    return summary
+
+
+class _Objective:
+    """One trial: resolve settings, open its MLflow run, train, log, close the run."""
+
+    def __init__(
+        self, study: Study, experiment: Experiment, tracker: tracking.Tracker,
+        display: Display, baselines: Mapping[float, ModelRecord],
+    ) -> None:
+        self.study, self.experiment, self.tracker = study, experiment, tracker
+        self.display, self.baselines = display, baselines
+
+    def __call__(self, handle: search.TrialHandle) -> float:
+        settings = self.study.resolve(handle.params)
+        tags = {**component_tags(self.study, settings), tracking.TRIAL_NUMBER: str(handle.number)}
+        run_id = self.tracker.start_run("trial", f"trial-{handle.number}", settings.flat(), tags)
+        handle.trial.set_user_attr("mlflow_run_id", run_id)
+        self.display.run_started(f"trial {handle.number}", settings.train.epochs)
+
+        def on_epoch(report: EpochReport) -> None:
+            self.tracker.log(run_id, epoch_metrics(report), step=report.epoch)
+            shown = " ".join(f"{k} {v:.2f}" for k, v in report.values.items())
+            self.display.epoch(report.epoch, report.val_accuracy, shown)
+            handle.report(report.epoch, report.val_accuracy)
+
+        try:
+            result = self.experiment.run_trial(settings, on_epoch)
+        except search.TrialPruned as exc:
+            self.tracker.end_run(run_id, "KILLED", tags=_ended("PRUNED", str(exc)))
+            raise
+        except KeyboardInterrupt:
+            self.tracker.end_run(run_id, "KILLED", tags=_ended("FAIL", "interrupted"))
+            raise
+        except Exception as exc:
+            self.tracker.end_run(run_id, "FAILED", tags=_ended("FAIL", f"{type(exc).__name__}: {exc}"))
+            raise
+        metrics = {
+            "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
+            "params": float(result.params), "train_time_s": result.train_time_s,
+        }
+        baseline = self.baselines.get(settings.student.width)
+        if baseline is not None:
+            metrics["baseline_test_accuracy"] = baseline.test_accuracy
+            metrics["kd_gain"] = result.test_accuracy - baseline.test_accuracy
+        self.tracker.end_run(run_id, "FINISHED", metrics, tags=_ended("COMPLETE", ""))
+        for key in ("test_accuracy", "params", "train_time_s"):
+            handle.trial.set_user_attr(key, metrics[key])
+        return result.val_accuracy
+
+
+def epoch_metrics(report: EpochReport) -> dict[str, float]:
+    """Per-epoch series under ``epoch/...``."""
+    return {
+        "epoch/train_loss": report.train_loss,
+        "epoch/val_accuracy": report.val_accuracy,
+        **{f"epoch/{name}": value for name, value in report.values.items()},
+    }
+
+
+def component_tags(study: Study, settings: TrialSettings) -> dict[str, str]:
+    """``kdsweep.<role>`` = component name, with ``.plugin`` and ``.version``."""
+    chosen = {
+        "dataset": ("dataset", settings.dataset.name),
+        "teacher": ("teacher", settings.teacher.model),
+        "student": ("student", settings.student.model),
+        "loss": ("loss", settings.loss.name),
+        "schedule.temperature": ("schedule", settings.temperature_schedule.name),
+    }
+    tags = {}
+    for role, (kind, name) in chosen.items():
+        component = study.registry.get(kind, name)
+        tags[f"kdsweep.{role}"] = name
+        tags[f"kdsweep.{role}.plugin"] = component.origin.plugin
+        tags[f"kdsweep.{role}.version"] = component.origin.version
+    return tags
+
+
+def _ended(state: str, reason: str) -> dict[str, str]:
+    tags = {tracking.TRIAL_STATE: state}
+    if reason:
+        tags[tracking.REASON] = reason
+    return tags
+
+
+def _reference(
+    tracker: tracking.Tracker, display: Display, experiment: Experiment, role: str,
+    width: float | None,
+) -> ModelRecord:
+    """Train (or load) the teacher or a baseline, and record it once per study in MLflow."""
+    label = "teacher" if width is None else f"baseline (ce) width {width}"
+    epochs = (experiment.base.teacher_train if width is None else experiment.base.train).epochs
+    display.run_started(label, epochs)
+
+    def on_epoch(report: EpochReport) -> None:
+        display.epoch(report.epoch, report.val_accuracy)
+
+    record = experiment.teacher(on_epoch) if width is None else experiment.baseline(width, on_epoch)
+    display.stage(
+        f"{label}: val {record.val_accuracy:.4f} test {record.test_accuracy:.4f} "
+        f"params {record.params:,}" + (" (cached)" if record.cached else "")
+    )
+    if not tracker.find_runs(role=role, **{tracking.KEY: record.key}):
+        settings = experiment.base
+        params = settings.flat()
+        if width is not None:
+            params.update({"loss.name": "ce", "student.width": width})
+        tags = {**component_tags(experiment.study, settings), tracking.KEY: record.key}
+        run_id = tracker.start_run(role, label, params, tags)
+        tracker.end_run(run_id, "FINISHED", record.metrics(), _ended("COMPLETE", ""))
+    if width is None:
+        tracker.log(
+            tracker.parent_id,
+            {f"teacher_{k}": v for k, v in record.metrics().items()},
+            {"kdsweep.teacher": record.model, "kdsweep.teacher.width": str(record.width)},
+        )
+    return record
+
+
+def _summarise(
+    optuna_study: Any, locations: StudyLocations, teacher: ModelRecord | None,
+    baselines: dict[float, ModelRecord], default_width: float,
+) -> StudySummary:
+    trials = optuna_study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for trial in trials:
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete.sort(key=lambda t: t.value, reverse=True)
+    best: dict[float, TrialRecord] = {}
+    for t in complete:
+        width = t.params.get("student.width", default_width)
+        if width not in best:
+            best[width] = TrialRecord(
+                number=t.number, width=width, params=dict(t.params), val_accuracy=t.value,
+                test_accuracy=t.user_attrs.get("test_accuracy", float("nan")),
+                n_params=int(t.user_attrs.get("params", 0)),
+                train_time_s=t.user_attrs.get("train_time_s", float("nan")),
+            )
+    return StudySummary(locations, teacher, baselines, best, states)
+
+
+def _rows(summary: StudySummary) -> list[Row]:
+    """Teacher, then per width: the no-distillation baseline and the best trial."""
+    rows = []
+    if summary.teacher is not None:
+        t = summary.teacher
+        rows.append(Row("teacher", t.width, t.model, t.val_accuracy, t.test_accuracy,
+                        t.params, t.train_time_s))
+    for width in sorted({*summary.baselines, *summary.best}):
+        baseline = summary.baselines.get(width)
+        if baseline is not None:
+            rows.append(Row("baseline (ce)", width, baseline.model, baseline.val_accuracy,
+                            baseline.test_accuracy, baseline.params, baseline.train_time_s))
+        trial = summary.best.get(width)
+        if trial is not None:
+            shown = ", ".join(
+                f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in trial.params.items()
+                if k != "student.width"
+            )
+            gain = None if baseline is None else trial.test_accuracy - baseline.test_accuracy
+            rows.append(Row(f"best: trial {trial.number}", width, shown, trial.val_accuracy,
+                            trial.test_accuracy, trial.n_params, trial.train_time_s, gain))
+    return rows
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

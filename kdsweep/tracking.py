@@ -1,0 +1,105 @@
+"""A thin layer over MLflow: one experiment per study, one parent run per study, one
+nested run per trial (and per teacher and baseline run). Metrics go out in batches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kdsweep.redact import redact_url
+
+ROLE = "kdsweep.role"  # study | teacher | baseline | trial
+STUDY = "kdsweep.study"
+TRIAL_NUMBER = "kdsweep.trial_number"
+TRIAL_STATE = "kdsweep.trial_state"
+REASON = "kdsweep.reason"
+KEY = "kdsweep.key"  # content hash of a teacher or baseline run
+PARENT = "mlflow.parentRunId"
+MAX_PARAMS_PER_BATCH = 100
+
+
+class Tracker:
+    """Records a study in an MLflow tracking store."""
+
+    def __init__(self, tracking_uri: str, study_name: str, artifact_root: Path | None = None) -> None:
+        from mlflow import MlflowClient  # imported here: MLflow is slow to import
+
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.study_name = study_name
+        experiment = self.client.get_experiment_by_name(study_name)
+        if experiment is None:
+            location = (artifact_root / study_name).resolve().as_uri() if artifact_root else None
+            self.experiment_id = self.client.create_experiment(study_name, artifact_location=location)
+        else:
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment.experiment_id)
+            self.experiment_id = experiment.experiment_id
+        self.parent_id = self._study_run()
+
+    def _study_run(self) -> str:
+        """The study's parent run: found by tag when it exists (resume), else created."""
+        found = self.find_runs(role="study")
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(
+            self.experiment_id, run_name=self.study_name,
+            tags={ROLE: "study", STUDY: self.study_name},
+        )
+        return run.info.run_id
+
+    def find_runs(self, role: str, **tags: str) -> list[Any]:
+        """Runs of this study with ``kdsweep.role = role`` and the given extra tags."""
+        clauses = [f"tags.`{ROLE}` = '{role}'", f"tags.`{STUDY}` = '{self.study_name}'"]
+        clauses += [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
+        return list(self.client.search_runs([self.experiment_id], " AND ".join(clauses)))
+
+    def start_run(
+        self, role: str, name: str, params: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> str:
+        """A nested run under the study's run, with every setting as a param."""
+        from mlflow.entities import Param
+
+        run = self.client.create_run(
+            self.experiment_id, run_name=name,
+            tags={ROLE: role, STUDY: self.study_name, PARENT: self.parent_id, **tags},
+        )
+        items = [Param(key, str(value)) for key, value in sorted(params.items())]
+        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run.info.run_id, params=items[start:start + MAX_PARAMS_PER_BATCH])
+        return run.info.run_id
+
+    def log(
+        self, run_id: str, metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None, step: int = 0,
+    ) -> None:
+        """Metrics (at ``step``) and tags in one call."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
+
+    def end_run(
+        self, run_id: str, status: str, metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Final metrics and tags, then the run's status
+        (``FINISHED``, ``KILLED`` for pruned or interrupted, ``FAILED``)."""
+        self.log(run_id, metrics, tags)
+        self.client.set_terminated(run_id, status=status)
+
+    def close(self, status: str = "FINISHED") -> None:
+        """End the study's parent run."""
+        self.client.set_terminated(self.parent_id, status=status)
+
+    def __repr__(self) -> str:
+        return f"Tracker({redact_url(self.tracking_uri)!r}, {self.study_name!r})"
