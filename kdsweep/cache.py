@@ -43,7 +43,9 @@ class ModelCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def load(self, kind: str, key: str) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]] | None:
+    def load(
+        self, kind: str, key: str
+    ) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]] | None:
         """The cached state dict (``None`` if only metrics were stored) and record, or ``None``."""
         record_path = self._path(kind, key, ".json")
         if not record_path.is_file():
@@ -57,7 +59,10 @@ class ModelCache:
         return None, record
 
     def store(
-        self, kind: str, key: str, record: Mapping[str, Any],
+        self,
+        kind: str,
+        key: str,
+        record: Mapping[str, Any],
         state_dict: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         """Save ``record`` (and weights if given); weights first, so the record implies them."""

@@ -32,8 +32,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     study = load(args.study, args.plugin)
     options = RunOptions(
-        n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
-        tracking_uri=args.tracking_uri, device=args.device, results=args.results,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        device=args.device,
+        results=args.results,
     )
     summary = run_study(study, options)
     print(f"results in {summary.locations.results}; open them with: kdsweep ui {args.study}")
@@ -41,8 +45,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    registry: Registry = load(args.study, args.plugin).registry if args.study else \
-        load_registry(args.plugin, base_dir=Path.cwd())
+    registry: Registry = (
+        load(args.study, args.plugin).registry
+        if args.study
+        else load_registry(args.plugin, base_dir=Path.cwd())
+    )
     table = Table(title="kdsweep components")
     for header in ("kind", "name", "plugin", "version", "params", "description"):
         table.add_column(header)
@@ -50,9 +57,12 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         for component in registry.components(kind):
             params = ", ".join(f"{k}={v}" for k, v in component.params.items())
             table.add_row(
-                kind, component.name, component.origin.plugin,
+                kind,
+                component.name,
+                component.origin.plugin,
                 f"{component.origin.distribution} {component.origin.version}",
-                params, component.description,
+                params,
+                component.description,
             )
     Console(width=max(160, Console().width)).print(table)
     return 0
@@ -67,8 +77,18 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         uri = StudyLocations.of(load(args.study), RunOptions(results=args.results)).tracking_uri
     else:
         uri = f"sqlite:///{Path(args.results or 'results').resolve() / 'mlflow.db'}"
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", args.host, "--port", str(args.port)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
     return subprocess.call(command)
 

@@ -30,6 +30,7 @@ SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SEARCHABLE_SECTIONS = ("student", "train", "loss", "schedule")
+SEARCH_ALIASES = {"loss": "loss.name", "student": "student.model"}  # bare names for choices
 
 Check = Callable[[Any], str | None]  # returns a complaint, or None when the value is fine
 
@@ -371,13 +372,17 @@ class _Validator:
         }
         found.update({f"train.{key}": spec for key, spec in TRAIN_FIELDS.items()})
         found["loss.name"] = Field(str)
-        for name in self._possible_names(tree["loss"]["name"], search_raw, "loss.name", "name"):
+        for name in self._possible_names(tree["loss"]["name"], search_raw, "loss.name", "loss"):
+            if name not in self.registry.names("loss"):
+                continue  # reported when the choices are checked
             for key, default in self.registry.get("loss", name).params.items():
                 found.setdefault(f"loss.{key}", _field_for_default(default))
         for target, table in tree["schedule"].items():
             found[f"schedule.{target}.name"] = Field(str)
             path = f"schedule.{target}.name"
             for name in self._possible_names(table["name"], search_raw, path, None):
+                if name not in self.registry.names("schedule"):
+                    continue
                 for key, default in self.registry.get("schedule", name).params.items():
                     found.setdefault(f"schedule.{target}.{key}", _field_for_default(default))
         return found
@@ -406,6 +411,8 @@ class _Validator:
     def _search_path(self, key: str, searchable: Mapping[str, Field], where: _Where) -> str:
         if key in searchable:
             return key
+        if key in SEARCH_ALIASES:
+            return SEARCH_ALIASES[key]
         matches = [path for path in searchable if path.rsplit(".", 1)[-1] == key]
         if len(matches) == 1:
             return matches[0]

@@ -33,9 +33,13 @@ class Display:
         if not self.console.is_terminal:
             self.console.width = max(self.console.width, 140)
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-            console=self.console, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
         )
         self._trials: Any = None
         self._epochs: Any = None
@@ -76,13 +80,27 @@ class Display:
     def summary(self, title: str, rows: Sequence[Row]) -> None:
         """The closing table: teacher, baselines and best trials side by side."""
         table = Table(title=title)
-        for header in ("run", "width", "settings", "val acc", "test acc", "vs baseline",
-                       "params", "train s"):
+        for header in (
+            "run",
+            "width",
+            "settings",
+            "val acc",
+            "test acc",
+            "vs baseline",
+            "params",
+            "train s",
+        ):
             table.add_column(header, justify="left" if header in ("run", "settings") else "right")
         for row in rows:
             gain = "" if row.gain is None else f"{row.gain * 100:+.2f} pt"
             table.add_row(
-                row.label, str(row.width), row.settings, f"{row.val_accuracy:.4f}",
-                f"{row.test_accuracy:.4f}", gain, f"{row.params:,}", f"{row.train_time_s:.2f}",
+                row.label,
+                str(row.width),
+                row.settings,
+                f"{row.val_accuracy:.4f}",
+                f"{row.test_accuracy:.4f}",
+                gain,
+                f"{row.params:,}",
+                f"{row.train_time_s:.2f}",
             )
         self.console.print(table)

@@ -101,8 +101,11 @@ def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Opt
     params = model.parameters()
     if settings.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=settings.lr, momentum=settings.momentum,
-            weight_decay=settings.weight_decay, nesterov=settings.momentum > 0,
+            params,
+            lr=settings.lr,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+            nesterov=settings.momentum > 0,
         )
     if settings.optimizer == "adam":
         return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)

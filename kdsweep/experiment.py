@@ -109,13 +109,18 @@ class Experiment:
             params=settings.loss.params,
             schedules=(
                 {"temperature": _bind_schedule(schedule, settings.temperature_schedule.params)}
-                if "temperature" in settings.loss.params else {}
+                if "temperature" in settings.loss.params
+                else {}
             ),
         )
         student = self._build("student", settings.student, "[student]", seed=settings.train.seed)
         return engine.fit(
-            student, self.data, settings.train, bound,
-            teacher_logits=teacher_logits, on_epoch=on_epoch,
+            student,
+            self.data,
+            settings.train,
+            bound,
+            teacher_logits=teacher_logits,
+            on_epoch=on_epoch,
         )
 
     # -- internals -----------------------------------------------------------------------
@@ -132,7 +137,9 @@ class Experiment:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         if not isinstance(data, DataSplits):
-            raise PluginError(f"dataset '{dataset.name}' ({dataset.origin}) did not return DataSplits")
+            raise PluginError(
+                f"dataset '{dataset.name}' ({dataset.origin}) did not return DataSplits"
+            )
         return data
 
     def _reachable_students(self) -> list[tuple[str, float]]:
@@ -149,8 +156,11 @@ class Experiment:
         component = self.registry.get(kind, choice.model)
         try:
             return engine.build_seeded(
-                lambda: component.factory(choice.width, self.data.num_classes, self.data.input_shape),
-                seed, self.device,
+                lambda: component.factory(
+                    choice.width, self.data.num_classes, self.data.input_shape
+                ),
+                seed,
+                self.device,
             )
         except Exception as exc:
             raise ConfigError(
@@ -159,17 +169,28 @@ class Experiment:
             ) from exc
 
     def _trained(
-        self, cache_kind: str, kind: str, choice: ModelChoice, train: TrainSettings,
+        self,
+        cache_kind: str,
+        kind: str,
+        choice: ModelChoice,
+        train: TrainSettings,
         on_epoch: engine.EpochCallback | None,
     ) -> tuple[nn.Module, ModelRecord]:
         component = self.registry.get(kind, choice.model)
         dataset = self.registry.get("dataset", self.base.dataset.name)
-        key = content_key({
-            "data": self.fingerprint,
-            "dataset": [dataset.name, dataset.origin.version, self.base.dataset.params],
-            "model": [choice.model, choice.width, component.origin.plugin, component.origin.version],
-            "train": asdict(train),
-        })
+        key = content_key(
+            {
+                "data": self.fingerprint,
+                "dataset": [dataset.name, dataset.origin.version, self.base.dataset.params],
+                "model": [
+                    choice.model,
+                    choice.width,
+                    component.origin.plugin,
+                    component.origin.version,
+                ],
+                "train": asdict(train),
+            }
+        )
         model = self._build(kind, choice, f"[{kind}] width", seed=train.seed)
         cached = self.cache.load(cache_kind, key)
         if cached is not None and cached[0] is not None:
@@ -179,9 +200,12 @@ class Experiment:
         ce = engine.BoundLoss(fn=_reporting_errors(self.registry.get("loss", "ce")))
         result = engine.fit(model, self.data, train, ce, on_epoch=on_epoch)
         metrics = {
-            "model": choice.model, "width": choice.width,
-            "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
-            "params": result.params, "train_time_s": result.train_time_s,
+            "model": choice.model,
+            "width": choice.width,
+            "val_accuracy": result.val_accuracy,
+            "test_accuracy": result.test_accuracy,
+            "params": result.params,
+            "train_time_s": result.train_time_s,
         }
         self.cache.store(cache_kind, key, {"metrics": metrics}, model.state_dict())
         return model, ModelRecord(**metrics, key=key, cached=False)

@@ -23,7 +23,6 @@ from kdsweep.redact import redact_url
 from kdsweep.settings import TrialSettings
 
 
-
 @dataclass(frozen=True)
 class RunOptions:
     """Command-line overrides of the study file (``None`` keeps the file's value)."""
@@ -50,9 +49,11 @@ class StudyLocations:
         results = Path(options.results or study.settings.results).resolve()
         return cls(
             results=results,
-            storage=options.storage or study.settings.storage
+            storage=options.storage
+            or study.settings.storage
             or f"sqlite:///{results / 'optuna.db'}",
-            tracking_uri=options.tracking_uri or study.settings.tracking_uri
+            tracking_uri=options.tracking_uri
+            or study.settings.tracking_uri
             or f"sqlite:///{results / 'mlflow.db'}",
         )
 
@@ -88,19 +89,26 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
     locations = StudyLocations.of(study, options)
     locations.results.mkdir(parents=True, exist_ok=True)
     experiment = Experiment(
-        study, pick_device(options.device or settings.device), ModelCache(locations.results / "cache")
+        study,
+        pick_device(options.device or settings.device),
+        ModelCache(locations.results / "cache"),
     )
     experiment.check_models()
     n_trials = options.n_trials or settings.n_trials
     optuna_study = search.open_study(settings, locations.storage)
-    tracker = tracking.Tracker(locations.tracking_uri, settings.name, locations.results / "artifacts")
+    tracker = tracking.Tracker(
+        locations.tracking_uri, settings.name, locations.results / "artifacts"
+    )
     with display:
         display.stage(
             f"study [bold]{settings.name}[/] on {experiment.device}: optuna "
             f"{redact_url(locations.storage)}, mlflow {redact_url(locations.tracking_uri)}"
         )
-        teacher = _reference(tracker, display, experiment, "teacher", None) \
-            if experiment.needs_teacher else None
+        teacher = (
+            _reference(tracker, display, experiment, "teacher", None)
+            if experiment.needs_teacher
+            else None
+        )
         baselines = {}
         if settings.baseline:
             for width in study.widths():
@@ -110,7 +118,10 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
         status = "FINISHED"
         try:
             search.run_trials(
-                optuna_study, study.search, objective, n_trials,
+                optuna_study,
+                study.search,
+                objective,
+                n_trials,
                 options.timeout or settings.timeout,
                 on_outcome=lambda o: display.outcome(o.number, o.state.name, o.reason),
             )
@@ -130,8 +141,12 @@ class _Objective:
     """One trial: resolve settings, open its MLflow run, train, log, close the run."""
 
     def __init__(
-        self, study: Study, experiment: Experiment, tracker: tracking.Tracker,
-        display: Display, baselines: Mapping[float, ModelRecord],
+        self,
+        study: Study,
+        experiment: Experiment,
+        tracker: tracking.Tracker,
+        display: Display,
+        baselines: Mapping[float, ModelRecord],
     ) -> None:
         self.study, self.experiment, self.tracker = study, experiment, tracker
         self.display, self.baselines = display, baselines
@@ -158,11 +173,15 @@ class _Objective:
             self.tracker.end_run(run_id, "KILLED", tags=_ended("FAIL", "interrupted"))
             raise
         except Exception as exc:
-            self.tracker.end_run(run_id, "FAILED", tags=_ended("FAIL", f"{type(exc).__name__}: {exc}"))
+            self.tracker.end_run(
+                run_id, "FAILED", tags=_ended("FAIL", f"{type(exc).__name__}: {exc}")
+            )
             raise
         metrics = {
-            "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
-            "params": float(result.params), "train_time_s": result.train_time_s,
+            "val_accuracy": result.val_accuracy,
+            "test_accuracy": result.test_accuracy,
+            "params": float(result.params),
+            "train_time_s": result.train_time_s,
         }
         baseline = self.baselines.get(settings.student.width)
         if baseline is not None:
@@ -209,7 +228,10 @@ def _ended(state: str, reason: str) -> dict[str, str]:
 
 
 def _reference(
-    tracker: tracking.Tracker, display: Display, experiment: Experiment, role: str,
+    tracker: tracking.Tracker,
+    display: Display,
+    experiment: Experiment,
+    role: str,
     width: float | None,
 ) -> ModelRecord:
     """Train (or load) the teacher or a baseline, and record it once per study in MLflow."""
@@ -243,8 +265,11 @@ def _reference(
 
 
 def _summarise(
-    optuna_study: Any, locations: StudyLocations, teacher: ModelRecord | None,
-    baselines: dict[float, ModelRecord], default_width: float,
+    optuna_study: Any,
+    locations: StudyLocations,
+    teacher: ModelRecord | None,
+    baselines: dict[float, ModelRecord],
+    default_width: float,
 ) -> StudySummary:
     trials = optuna_study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
@@ -257,7 +282,10 @@ def _summarise(
         width = t.params.get("student.width", default_width)
         if width not in best:
             best[width] = TrialRecord(
-                number=t.number, width=width, params=dict(t.params), val_accuracy=t.value,
+                number=t.number,
+                width=width,
+                params=dict(t.params),
+                val_accuracy=t.value,
                 test_accuracy=t.user_attrs.get("test_accuracy", float("nan")),
                 n_params=int(t.user_attrs.get("params", 0)),
                 train_time_s=t.user_attrs.get("train_time_s", float("nan")),
@@ -270,22 +298,51 @@ def _rows(summary: StudySummary) -> list[Row]:
     rows = []
     if summary.teacher is not None:
         t = summary.teacher
-        rows.append(Row("teacher", t.width, t.model, t.val_accuracy, t.test_accuracy,
-                        t.params, t.train_time_s))
+        rows.append(
+            Row(
+                "teacher",
+                t.width,
+                t.model,
+                t.val_accuracy,
+                t.test_accuracy,
+                t.params,
+                t.train_time_s,
+            )
+        )
     for width in sorted({*summary.baselines, *summary.best}):
         baseline = summary.baselines.get(width)
         if baseline is not None:
-            rows.append(Row("baseline (ce)", width, baseline.model, baseline.val_accuracy,
-                            baseline.test_accuracy, baseline.params, baseline.train_time_s))
+            rows.append(
+                Row(
+                    "baseline (ce)",
+                    width,
+                    baseline.model,
+                    baseline.val_accuracy,
+                    baseline.test_accuracy,
+                    baseline.params,
+                    baseline.train_time_s,
+                )
+            )
         trial = summary.best.get(width)
         if trial is not None:
             shown = ", ".join(
-                f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in trial.params.items()
+                f"{k.rsplit('.', 1)[-1]}={_short(v)}"
+                for k, v in trial.params.items()
                 if k != "student.width"
             )
             gain = None if baseline is None else trial.test_accuracy - baseline.test_accuracy
-            rows.append(Row(f"best: trial {trial.number}", width, shown, trial.val_accuracy,
-                            trial.test_accuracy, trial.n_params, trial.train_time_s, gain))
+            rows.append(
+                Row(
+                    f"best: trial {trial.number}",
+                    width,
+                    shown,
+                    trial.val_accuracy,
+                    trial.test_accuracy,
+                    trial.n_params,
+                    trial.train_time_s,
+                    gain,
+                )
+            )
     return rows
 
 

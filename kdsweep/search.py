@@ -7,7 +7,7 @@ objective and tells Optuna the outcome.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,8 +146,3 @@ def run_trials(
         if on_outcome is not None:
             on_outcome(outcome)
     return outcomes
-
-
-def trial_params(study: optuna.Study) -> Mapping[int, dict[str, Any]]:
-    """Params of every complete trial, by trial number."""
-    return {t.number: t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}

@@ -24,7 +24,9 @@ MAX_PARAMS_PER_BATCH = 100
 class Tracker:
     """Records a study in an MLflow tracking store."""
 
-    def __init__(self, tracking_uri: str, study_name: str, artifact_root: Path | None = None) -> None:
+    def __init__(
+        self, tracking_uri: str, study_name: str, artifact_root: Path | None = None
+    ) -> None:
         from mlflow import MlflowClient  # imported here: MLflow is slow to import
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -33,7 +35,9 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(study_name)
         if experiment is None:
             location = (artifact_root / study_name).resolve().as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(study_name, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(
+                study_name, artifact_location=location
+            )
         else:
             if experiment.lifecycle_stage == "deleted":
                 self.client.restore_experiment(experiment.experiment_id)
@@ -48,7 +52,8 @@ class Tracker:
             self.client.update_run(run_id, status="RUNNING")
             return run_id
         run = self.client.create_run(
-            self.experiment_id, run_name=self.study_name,
+            self.experiment_id,
+            run_name=self.study_name,
             tags={ROLE: "study", STUDY: self.study_name},
         )
         return run.info.run_id
@@ -66,17 +71,23 @@ class Tracker:
         from mlflow.entities import Param
 
         run = self.client.create_run(
-            self.experiment_id, run_name=name,
+            self.experiment_id,
+            run_name=name,
             tags={ROLE: role, STUDY: self.study_name, PARENT: self.parent_id, **tags},
         )
         items = [Param(key, str(value)) for key, value in sorted(params.items())]
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run.info.run_id, params=items[start:start + MAX_PARAMS_PER_BATCH])
+            self.client.log_batch(
+                run.info.run_id, params=items[start : start + MAX_PARAMS_PER_BATCH]
+            )
         return run.info.run_id
 
     def log(
-        self, run_id: str, metrics: Mapping[str, float] | None = None,
-        tags: Mapping[str, str] | None = None, step: int = 0,
+        self,
+        run_id: str,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        step: int = 0,
     ) -> None:
         """Metrics (at ``step``) and tags in one call."""
         from mlflow.entities import Metric, RunTag
@@ -89,7 +100,10 @@ class Tracker:
         )
 
     def end_run(
-        self, run_id: str, status: str, metrics: Mapping[str, float] | None = None,
+        self,
+        run_id: str,
+        status: str,
+        metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
         """Final metrics and tags, then the run's status

@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kdsweep.config import load_study, read_study_file
+from kdsweep.errors import ConfigError
+
+
+def _load(path, registry):
+    return load_study(path, registry)
+
+
+def test_defaults_and_search_space(write_study, registry) -> None:
+    study = _load(
+        write_study(
+            search="""
+        temperature = { low = 1.0, high = 20.0, log = true }
+        alpha = { low = 0.0, high = 1.0 }
+        width = { choices = [2, 4, 8] }
+        lr = { low = 0.01, high = 0.1 }
+        floor = { low = 1, high = 2 }
+    """
+        ),
+        registry,
+    )
+    dims = {d.path: d for d in study.search}
+    assert set(dims) == {
+        "loss.temperature",
+        "loss.alpha",
+        "student.width",
+        "train.lr",
+        "schedule.temperature.floor",
+    }
+    assert dims["loss.temperature"].kind == "float" and dims["loss.temperature"].log
+    assert dims["student.width"].choices == (2, 4, 8)
+    assert dims["schedule.temperature.floor"].kind == "float"  # declared default 1.0 is float
+    assert study.widths() == [2, 4, 8]
+    trial = study.resolve({"loss.temperature": 7.5, "student.width": 4})
+    assert trial.loss.params == {"temperature": 7.5, "alpha": 0.9}
+    assert trial.student.width == 4
+    assert trial.train.momentum == 0.9 and trial.train.epochs == 2
+    assert trial.temperature_schedule.name == "linear"
+    assert trial.temperature_schedule.params == {"floor": 1.0}
+    flat = trial.flat()
+    assert flat["loss.temperature"] == 7.5
+    assert flat["teacher.epochs"] == 3
+    assert flat["schedule.temperature.name"] == "linear"
+
+
+def test_integer_width_range_becomes_int_dimension(write_study, registry) -> None:
+    study = _load(write_study(search="width = { low = 2, high = 16, step = 2 }"), registry)
+    (dim,) = study.search
+    assert (dim.kind, dim.low, dim.high, dim.step) == ("int", 2, 16, 2)
+
+
+def test_searching_the_loss_admits_params_of_each_choice(write_study, registry) -> None:
+    study = _load(
+        write_study(
+            search="""
+        loss = { choices = ["ce", "kd"] }
+        temperature = { low = 1.0, high = 8.0 }
+    """
+        ),
+        registry,
+    )
+    assert study.resolve({"loss.name": "ce"}).loss.params == {}
+    assert study.resolve({"loss.name": "kd", "loss.temperature": 2.0}).loss.params == {
+        "temperature": 2.0,
+        "alpha": 0.9,
+    }
+
+
+BAD_STUDIES = [
+    (
+        "[study]\nname = 'x'\n[train]\nepohcs = 3\n",
+        r"\[train\] epohcs: unknown key; did you mean 'epochs'\?",
+    ),
+    ("[study]\nname = 'x'\n[train]\nepochs = 'ten'\n", r"\[train\] epochs = 'ten': expected int"),
+    ("[study]\nname = 'x'\n[train]\nlr = -1\n", r"\[train\] lr = -1.0: must be > 0"),
+    (
+        "[study]\nname = 'x'\n[student]\nmodel = 'cnnn'\n",
+        r"\[student\] model = 'cnnn': unknown student 'cnnn'; did you mean 'cnn'\?",
+    ),
+    (
+        "[study]\nname = 'x'\n[loss]\nname = 'kd'\nbeta = 1.0\n",
+        r"\[loss\] beta: loss 'kd' has no param 'beta'",
+    ),
+    (
+        "[study]\nname = 'x'\n[search]\ntemperature = { low = 5.0, high = 1.0 }\n",
+        r"empty or inverted range",
+    ),
+    (
+        "[study]\nname = 'x'\n[search]\ntemperature = { low = 0.0, high = 1.0, log = true }\n",
+        r"log scale needs low > 0",
+    ),
+    (
+        "[study]\nname = 'x'\n[search]\ntemprature = { low = 1.0, high = 2.0 }\n",
+        r"\[search\] temprature: unknown setting; did you mean 'temperature'\?",
+    ),
+    (
+        "[study]\nname = 'x'\n[search]\nwidth = { choices = [] }\n",
+        r"choices must be a non-empty list",
+    ),
+    (
+        "[study]\nname = 'x'\n[search]\nloss = { choices = ['kd', 'nope'] }\n",
+        r"unknown loss 'nope'",
+    ),
+    (
+        "[study]\nname = 'x'\n[search]\n'teacher.width' = { low = 8, high = 16 }\n",
+        r"\[teacher\] settings are not searchable",
+    ),
+    (
+        "[study]\nname = 'x'\n[search]\nname = { choices = ['kd'] }\n",
+        r"ambiguous: name one of loss.name, schedule.temperature.name",
+    ),
+    ("[study]\nname = 'x'\n[serach]\n", r"\[serach\]: unknown section; did you mean 'search'\?"),
+    ("[study]\nn_trials = 3\n", r"\[study\] name: missing"),
+    ("[study]\nname = 'x'\n[schedule]\ntemperature = 'cosine'\n", r"unknown schedule 'cosine'"),
+    ("[study]\nname = 'x'\n[study.extra]\n", r"\[study\] extra: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("text", "match"), BAD_STUDIES)
+def test_bad_study_names_file_key_and_value(tmp_path, registry, text, match) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match) as info:
+        _load(path, registry)
+    assert str(info.value).startswith(f"{path}: ")
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_toml_and_missing_file(tmp_path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[study\nname = 1")
+    with pytest.raises(ConfigError, match=r"broken.toml: invalid TOML"):
+        read_study_file(path)
+    with pytest.raises(ConfigError, match=r"cannot read study file"):
+        read_study_file(tmp_path / "absent.toml")
+
+
+_KEYS = st.sampled_from(
+    [
+        "name",
+        "n_trials",
+        "timeout",
+        "sampler",
+        "pruner",
+        "model",
+        "width",
+        "epochs",
+        "lr",
+        "batch_size",
+        "momentum",
+        "optimizer",
+        "temperature",
+        "alpha",
+        "floor",
+        "low",
+        "high",
+        "log",
+        "step",
+        "choices",
+        "dataset",
+        "seed",
+        "weight_decay",
+        "bogus",
+    ]
+)
+_SCALARS = st.one_of(
+    st.booleans(),
+    st.integers(-5, 50),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["kd", "ce", "cnn", "mlp", "linear", "digits", "tpe", "x", ""]),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=4)),
+    max_leaves=8,
+)
+_SECTIONS = st.sampled_from(
+    ["study", "data", "teacher", "student", "train", "loss", "schedule", "search", "extra"]
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    raw=st.dictionaries(
+        _SECTIONS, st.one_of(st.dictionaries(_KEYS, _VALUES, max_size=5), _SCALARS), max_size=6
+    )
+)
+def test_validator_raises_only_config_errors(tmp_path, registry, raw) -> None:
+    raw.setdefault("study", {"name": "fuzz"})
+    with contextlib.suppress(ConfigError):
+        load_study(tmp_path / "fuzz.toml", registry, raw)

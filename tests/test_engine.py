@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import torch
+from kdsweep_builtins.datasets import load_digits
+from kdsweep_builtins.losses import cross_entropy_loss, kd_loss
+from kdsweep_builtins.models import build_cnn, build_mlp
+
+from kdsweep import engine
+from kdsweep.settings import TrainSettings
+
+DATA = load_digits()
+CPU = torch.device("cpu")
+
+
+def _fit(seed: int, on_epoch=None, epochs: int = 3, width: int = 4) -> engine.FitResult:
+    model = engine.build_seeded(lambda: build_cnn(width, 10, DATA.input_shape), seed, CPU)
+    settings = TrainSettings(epochs=epochs, batch_size=64, lr=0.05, seed=seed)
+    return engine.fit(
+        model, DATA, settings, engine.BoundLoss(cross_entropy_loss), on_epoch=on_epoch
+    )
+
+
+def test_digits_split_is_stratified_and_disjoint() -> None:
+    sizes = (len(DATA.train_y), len(DATA.val_y), len(DATA.test_y))
+    assert sum(sizes) == 1797
+    assert sizes[1] == sizes[2] == 360
+    for labels in (DATA.train_y, DATA.val_y, DATA.test_y):
+        counts = torch.bincount(labels, minlength=10).float()
+        assert counts.min() / counts.max() > 0.85
+    assert DATA.input_shape == (1, 8, 8)
+    assert abs(DATA.train_x.mean().item()) < 1e-5  # standardised on training statistics
+
+
+def test_training_learns_digits() -> None:
+    result = _fit(seed=0, epochs=8, width=8)
+    assert result.val_accuracy > 0.85  # chance is 0.1
+    assert result.params == sum(p.numel() for p in build_cnn(8, 10, (1, 8, 8)).parameters())
+    assert result.train_time_s > 0
+
+
+def test_a_trial_is_reproducible_from_its_seed_on_cpu() -> None:
+    first_losses, second_losses, other_losses = [], [], []
+    first = _fit(seed=7, on_epoch=lambda r: first_losses.append(r.train_loss))
+    second = _fit(seed=7, on_epoch=lambda r: second_losses.append(r.train_loss))
+    _fit(seed=8, on_epoch=lambda r: other_losses.append(r.train_loss))
+    assert first_losses == second_losses
+    assert (first.val_accuracy, first.test_accuracy) == (second.val_accuracy, second.test_accuracy)
+    assert other_losses != first_losses  # the seed, not something else, fixes the run
+
+
+def test_scheduled_values_are_reported_per_epoch() -> None:
+    teacher = engine.build_seeded(lambda: build_mlp(16, 10, DATA.input_shape), 0, CPU)
+    logits = engine.predict_logits(teacher, DATA.train_x)
+    student = engine.build_seeded(lambda: build_mlp(8, 10, DATA.input_shape), 0, CPU)
+    loss = engine.BoundLoss(
+        kd_loss,
+        {"temperature": 8.0, "alpha": 0.5},
+        {"temperature": lambda base, epoch, epochs: base / (epoch + 1)},
+    )
+    reports: list[engine.EpochReport] = []
+    engine.fit(
+        student,
+        DATA,
+        TrainSettings(epochs=3, batch_size=256),
+        loss,
+        teacher_logits=logits,
+        on_epoch=reports.append,
+    )
+    assert [r.values for r in reports] == [
+        {"temperature": 8.0},
+        {"temperature": 4.0},
+        {"temperature": 8.0 / 3},
+    ]
+
+
+def test_teacher_logits_reach_the_loss_indexed_like_the_batch() -> None:
+    seen = []
+
+    def spy(batch, temperature: float = 1.0):
+        seen.append(torch.equal(batch.teacher_logits, batch.targets.float().unsqueeze(1)))
+        return cross_entropy_loss(batch)
+
+    fake_teacher = DATA.train_y.float().unsqueeze(1)  # "logits" that encode the label
+    model = engine.build_seeded(lambda: build_mlp(4, 10, DATA.input_shape), 0, CPU)
+    engine.fit(
+        model,
+        DATA,
+        TrainSettings(epochs=1, batch_size=100),
+        engine.BoundLoss(spy),
+        teacher_logits=fake_teacher,
+    )
+    assert seen and all(seen)
+
+
+def test_batches_are_evenly_sized() -> None:
+    sizes = []
+
+    def spy(batch):
+        sizes.append(len(batch.targets))
+        return cross_entropy_loss(batch)
+
+    model = engine.build_seeded(lambda: build_cnn(2, 10, DATA.input_shape), 0, CPU)
+    engine.fit(model, DATA, TrainSettings(epochs=1, batch_size=1076), engine.BoundLoss(spy))
+    assert sum(sizes) == len(DATA.train_y) == 1077
+    assert max(sizes) - min(sizes) <= 1  # 1077 / 1076 would otherwise leave a batch of 1
+
+
+def test_pick_device() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert engine.pick_device("auto").type == expected
+    assert engine.pick_device("cpu").type == "cpu"

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+
+from kdsweep.errors import PluginError, UnknownComponentError
+from kdsweep.registry import Origin, Registry
+
+
+def _build(width, num_classes, input_shape):  # pragma: no cover - never called
+    raise AssertionError
+
+
+def test_duplicate_name_names_both_plugins() -> None:
+    registry = Registry()
+    with registry.registering_for(Origin("first", "dist-one", "1.0")):
+        registry.add_student("tiny", _build)
+    with (
+        registry.registering_for(Origin("second", "dist-two", "2.0")),
+        pytest.raises(PluginError) as info,
+    ):
+        registry.add_student("tiny", _build)
+    message = str(info.value)
+    assert "student 'tiny'" in message
+    assert "plugin 'first' (dist-one 1.0)" in message
+    assert "plugin 'second' (dist-two 2.0)" in message
+
+
+def test_same_name_in_different_kinds_is_fine() -> None:
+    registry = Registry()
+    registry.add_teacher("cnn", _build)
+    registry.add_student("cnn", _build)
+    assert registry.names("teacher") == registry.names("student") == ["cnn"]
+
+
+def test_unknown_name_suggests_the_closest() -> None:
+    registry = Registry()
+    registry.add_loss("kd", lambda batch: batch)
+    registry.add_loss("ce", lambda batch: batch, needs_teacher=False)
+    with pytest.raises(UnknownComponentError, match=r"unknown loss 'kdd'; did you mean 'kd'\?"):
+        registry.get("loss", "kdd")
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "match"),
+    [
+        ("", {}, "invalid name"),
+        ("has space", {}, "invalid name"),
+        ("ok", {"beta": [1, 2]}, "defaults must be bool, int, float or str"),
+    ],
+)
+def test_bad_registrations_name_the_plugin(name: str, params: dict, match: str) -> None:
+    registry = Registry()
+    with (
+        registry.registering_for(Origin("sloppy", "sloppy-dist", "0.1")),
+        pytest.raises(PluginError, match=match) as info,
+    ):
+        registry.add_loss(name, lambda batch: batch, params=params)
+    assert "plugin 'sloppy'" in str(info.value)
+
+
+def test_description_defaults_to_first_docstring_line() -> None:
+    def loss(batch):
+        """Mean of nothing.
+
+        More words.
+        """
+
+    registry = Registry()
+    registry.add_loss("mean", loss)
+    assert registry.get("loss", "mean").description == "Mean of nothing."
