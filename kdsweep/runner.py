@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from optuna.trial import TrialState
 
 from kdsweep import search, tracking
@@ -18,6 +19,7 @@ from kdsweep.cache import ModelCache
 from kdsweep.config import Study
 from kdsweep.display import Display, Row
 from kdsweep.engine import EpochReport, pick_device
+from kdsweep.errors import ConfigError
 from kdsweep.experiment import Experiment, ModelRecord
 from kdsweep.redact import redact_url
 from kdsweep.settings import TrialSettings
@@ -87,13 +89,10 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
     display = display or Display()
     settings = study.settings
     locations = StudyLocations.of(study, options)
-    locations.results.mkdir(parents=True, exist_ok=True)
-    experiment = Experiment(
-        study,
-        pick_device(options.device or settings.device),
-        ModelCache(locations.results / "cache"),
-    )
+    device = _device(options.device or settings.device)
+    experiment = Experiment(study, device, ModelCache(locations.results / "cache"))
     experiment.check_models()
+    locations.results.mkdir(parents=True, exist_ok=True)
     n_trials = options.n_trials or settings.n_trials
     optuna_study = search.open_study(settings, locations.storage)
     tracker = tracking.Tracker(
@@ -218,6 +217,15 @@ def component_tags(study: Study, settings: TrialSettings) -> dict[str, str]:
         tags[f"kdsweep.{role}.plugin"] = component.origin.plugin
         tags[f"kdsweep.{role}.version"] = component.origin.version
     return tags
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = pick_device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as exc:
+        raise ConfigError(f"device '{name}' cannot be used here: {exc}") from None
+    return device
 
 
 def _ended(state: str, reason: str) -> dict[str, str]:

@@ -1,0 +1,7 @@
+"""``python -m kdsweep`` is the ``kdsweep`` command."""
+
+import sys
+
+from kdsweep.cli import main
+
+sys.exit(main())
