@@ -14,7 +14,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from kdsweep.config import Dimension, StudySettings
+from kdsweep.config import StudySettings
+from kdsweep.space import Dimension
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

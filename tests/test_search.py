@@ -5,7 +5,8 @@ import pytest
 from optuna.trial import TrialState
 
 from kdsweep import search
-from kdsweep.config import Dimension, StudySettings
+from kdsweep.config import StudySettings
+from kdsweep.space import Dimension
 
 SPACE = (
     Dimension("loss.temperature", "float", 1.0, 10.0, log=True),
