@@ -19,6 +19,7 @@ from kdsweep.errors import ConfigError
 from kdsweep.registry import Registry
 from kdsweep.schema import (
     MODEL_FIELDS,
+    SCHEDULE_TARGETS,
     STUDENT_DEFAULTS,
     STUDY_FIELDS,
     TEACHER_DEFAULTS,
@@ -227,7 +228,7 @@ class _Validator:
         return values
 
     def _schedules(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        targets = ("temperature",)
+        targets = SCHEDULE_TARGETS
         schedules = {}
         for key in given:
             if key not in targets:
@@ -263,11 +264,10 @@ def _trial_settings(tree: Mapping[str, Any], registry: Registry) -> TrialSetting
         student=ModelChoice(tree["student"]["model"], tree["student"]["width"]),
         train=TrainSettings(**tree["train"]),
         loss=_choice(tree["loss"], "name", registry.get("loss", tree["loss"]["name"]).params),
-        temperature_schedule=_choice(
-            tree["schedule"]["temperature"],
-            "name",
-            registry.get("schedule", tree["schedule"]["temperature"]["name"]).params,
-        ),
+        schedules={
+            target: _choice(table, "name", registry.get("schedule", table["name"]).params)
+            for target, table in tree["schedule"].items()
+        },
     )
 
 

@@ -114,6 +114,16 @@ def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Opt
     raise ValueError(f"unknown optimizer '{settings.optimizer}'")
 
 
+def learning_rate(settings: TrainSettings, schedule: BoundSchedule | None, epoch: int) -> float:
+    """The learning rate for ``epoch``: linear warm-up, then the schedule (or constant)."""
+    warmup = settings.warmup_epochs
+    if epoch < warmup:
+        return settings.lr * (epoch + 1) / (warmup + 1)
+    if schedule is None:
+        return settings.lr
+    return schedule(settings.lr, epoch - warmup, settings.epochs - warmup)
+
+
 def fit(
     model: nn.Module,
     data: DataSplits,
@@ -121,12 +131,14 @@ def fit(
     loss: BoundLoss,
     *,
     teacher_logits: torch.Tensor | None = None,
+    lr_schedule: BoundSchedule | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data.train`` with ``loss``; evaluate on validation each epoch.
 
     :param teacher_logits: the teacher's logits for every training sample, indexed like
         ``data.train_x`` (computed once and shared by all trials).
+    :param lr_schedule: moves the learning rate per epoch, after ``settings.warmup_epochs``.
     :param on_epoch: called after each epoch; it may raise to stop training (e.g. pruning).
     """
     device = data.train_x.device
@@ -139,6 +151,9 @@ def fit(
     started = time.perf_counter()
     for epoch in range(settings.epochs):
         values = loss.values_for(epoch, settings.epochs)
+        lr = learning_rate(settings, lr_schedule, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         model.train()
         order = torch.randperm(n_train, generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)
@@ -158,7 +173,7 @@ def fit(
             epoch=epoch,
             train_loss=(loss_sum / n_train).item(),
             val_accuracy=accuracy(model, data.val_x, data.val_y),
-            values={k: float(v) for k, v in values.items() if k in loss.schedules},
+            values={**{k: float(v) for k, v in values.items() if k in loss.schedules}, "lr": lr},
         )
         if on_epoch is not None:
             callback_started = time.perf_counter()

@@ -103,15 +103,14 @@ class Experiment:
         if loss_component.needs_teacher:
             self.teacher()
             teacher_logits = self._teacher_logits
-        schedule = self.registry.get("schedule", settings.temperature_schedule.name)
         bound = engine.BoundLoss(
             fn=_reporting_errors(loss_component),
             params=settings.loss.params,
-            schedules=(
-                {"temperature": _bind_schedule(schedule, settings.temperature_schedule.params)}
-                if "temperature" in settings.loss.params
-                else {}
-            ),
+            schedules={
+                target: self._schedule(settings, target)
+                for target in settings.schedules
+                if target in settings.loss.params
+            },
         )
         student = self._build("student", settings.student, "[student]", seed=settings.train.seed)
         return engine.fit(
@@ -120,10 +119,16 @@ class Experiment:
             settings.train,
             bound,
             teacher_logits=teacher_logits,
+            lr_schedule=self._schedule(settings, "lr"),
             on_epoch=on_epoch,
         )
 
     # -- internals -----------------------------------------------------------------------
+
+    def _schedule(self, settings: TrialSettings, target: str) -> engine.BoundSchedule:
+        choice = settings.schedules[target]
+        schedule = _reporting_errors(self.registry.get("schedule", choice.name))
+        return lambda base, epoch, epochs: schedule(base, epoch, epochs, **choice.params)
 
     def _load_data(self) -> DataSplits:
         dataset = self.registry.get("dataset", self.base.dataset.name)
@@ -178,6 +183,8 @@ class Experiment:
     ) -> tuple[nn.Module, ModelRecord]:
         component = self.registry.get(kind, choice.model)
         dataset = self.registry.get("dataset", self.base.dataset.name)
+        lr = self.base.schedules["lr"]
+        lr_origin = self.registry.get("schedule", lr.name).origin
         key = content_key(
             {
                 "data": self.fingerprint,
@@ -189,6 +196,7 @@ class Experiment:
                     component.origin.version,
                 ],
                 "train": asdict(train),
+                "lr_schedule": [lr.name, lr.params, lr_origin.plugin, lr_origin.version],
             }
         )
         model = self._build(kind, choice, f"[{kind}] width", seed=train.seed)
@@ -198,7 +206,14 @@ class Experiment:
             model.load_state_dict(state)
             return model, ModelRecord(**{**record["metrics"], "key": key, "cached": True})
         ce = engine.BoundLoss(fn=_reporting_errors(self.registry.get("loss", "ce")))
-        result = engine.fit(model, self.data, train, ce, on_epoch=on_epoch)
+        result = engine.fit(
+            model,
+            self.data,
+            train,
+            ce,
+            lr_schedule=self._schedule(self.base, "lr"),
+            on_epoch=on_epoch,
+        )
         metrics = {
             "model": choice.model,
             "width": choice.width,
@@ -226,8 +241,3 @@ def _reporting_errors(component: Component) -> Callable[..., Any]:
             ) from exc
 
     return call
-
-
-def _bind_schedule(component: Component, params: dict[str, Any]) -> engine.BoundSchedule:
-    schedule = _reporting_errors(component)
-    return lambda base, epoch, epochs: schedule(base, epoch, epochs, **params)

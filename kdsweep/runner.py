@@ -208,7 +208,10 @@ def component_tags(study: Study, settings: TrialSettings) -> dict[str, str]:
         "teacher": ("teacher", settings.teacher.model),
         "student": ("student", settings.student.model),
         "loss": ("loss", settings.loss.name),
-        "schedule.temperature": ("schedule", settings.temperature_schedule.name),
+        **{
+            f"schedule.{target}": ("schedule", choice.name)
+            for target, choice in settings.schedules.items()
+        },
     }
     tags = {}
     for role, (kind, name) in chosen.items():

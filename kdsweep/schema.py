@@ -17,6 +17,7 @@ from kdsweep.settings import TrainSettings
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULE_TARGETS = ("temperature", "alpha", "lr")  # loss params and the learning rate
 
 Check = Callable[[Any], str | None]  # returns a complaint, or None when the value is fine
 
@@ -73,6 +74,7 @@ TRAIN_FIELDS = {
     "weight_decay": Field(float, TrainSettings.weight_decay, non_negative),
     "optimizer": Field(str, TrainSettings.optimizer, one_of(OPTIMIZERS)),
     "seed": Field(int, TrainSettings.seed),
+    "warmup_epochs": Field(int, TrainSettings.warmup_epochs, non_negative),
 }
 MODEL_FIELDS = {"model": Field(str, "cnn"), "width": Field("number", None, positive)}
 TEACHER_DEFAULTS = {"width": 32, "epochs": 30}

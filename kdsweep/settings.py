@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ class TrainSettings:
     lr: float = 0.05
     momentum: float = 0.9  # SGD only
     weight_decay: float = 5e-4
+    warmup_epochs: int = 0  # linear learning-rate warm-up before the lr schedule starts
     optimizer: str = "sgd"  # sgd | adam | adamw
     seed: int = 0
 
@@ -45,7 +47,7 @@ class TrialSettings:
     student: ModelChoice
     train: TrainSettings
     loss: ComponentChoice
-    temperature_schedule: ComponentChoice
+    schedules: Mapping[str, ComponentChoice]  # target (temperature, alpha, lr) -> schedule
 
     def flat(self) -> dict[str, Any]:
         """Every setting under a dotted name, e.g. ``loss.temperature`` (for MLflow params)."""
@@ -56,10 +58,8 @@ class TrialSettings:
             "train": asdict(self.train),
             "loss": {"name": self.loss.name, **self.loss.params},
             "schedule": {
-                "temperature": {
-                    "name": self.temperature_schedule.name,
-                    **self.temperature_schedule.params,
-                }
+                target: {"name": choice.name, **choice.params}
+                for target, choice in self.schedules.items()
             },
         }
         return flatten(tree)

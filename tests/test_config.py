@@ -43,8 +43,9 @@ def test_defaults_and_search_space(write_study, registry) -> None:
     assert trial.loss.params == {"temperature": 7.5, "alpha": 0.9}
     assert trial.student.width == 4
     assert trial.train.momentum == 0.9 and trial.train.epochs == 2
-    assert trial.temperature_schedule.name == "linear"
-    assert trial.temperature_schedule.params == {"floor": 1.0}
+    assert trial.schedules["temperature"].name == "linear"
+    assert trial.schedules["lr"].name == "constant"
+    assert trial.schedules["temperature"].params == {"floor": 1.0}
     flat = trial.flat()
     assert flat["loss.temperature"] == 7.5
     assert flat["teacher.epochs"] == 3
@@ -119,7 +120,10 @@ BAD_STUDIES = [
     ),
     ("[study]\nname = 'x'\n[serach]\n", r"\[serach\]: unknown section; did you mean 'search'\?"),
     ("[study]\nn_trials = 3\n", r"\[study\] name: missing"),
-    ("[study]\nname = 'x'\n[schedule]\ntemperature = 'cosine'\n", r"unknown schedule 'cosine'"),
+    (
+        "[study]\nname = 'x'\n[schedule]\ntemperature = 'cosinus'\n",
+        r"unknown schedule 'cosinus'; did you mean 'cosine'\?",
+    ),
     ("[study]\nname = 'x'\n[study.extra]\n", r"\[study\] extra: unknown key"),
 ]
 

@@ -48,28 +48,27 @@ def test_a_trial_is_reproducible_from_its_seed_on_cpu() -> None:
     assert other_losses != first_losses  # the seed, not something else, fixes the run
 
 
-def test_scheduled_values_are_reported_per_epoch() -> None:
+def test_scheduled_values_and_learning_rate_are_reported_per_epoch() -> None:
     teacher = engine.build_seeded(lambda: build_mlp(16, 10, DATA.input_shape), 0, CPU)
     logits = engine.predict_logits(teacher, DATA.train_x)
     student = engine.build_seeded(lambda: build_mlp(8, 10, DATA.input_shape), 0, CPU)
-    loss = engine.BoundLoss(
-        kd_loss,
-        {"temperature": 8.0, "alpha": 0.5},
-        {"temperature": lambda base, epoch, epochs: base / (epoch + 1)},
-    )
+    halving = lambda base, epoch, epochs: base / (epoch + 1)  # noqa: E731
+    loss = engine.BoundLoss(kd_loss, {"temperature": 8.0, "alpha": 0.5}, {"temperature": halving})
     reports: list[engine.EpochReport] = []
+    settings = TrainSettings(epochs=3, batch_size=256, lr=0.1, warmup_epochs=1)
     engine.fit(
         student,
         DATA,
-        TrainSettings(epochs=3, batch_size=256),
+        settings,
         loss,
         teacher_logits=logits,
+        lr_schedule=halving,
         on_epoch=reports.append,
     )
     assert [r.values for r in reports] == [
-        {"temperature": 8.0},
-        {"temperature": 4.0},
-        {"temperature": 8.0 / 3},
+        {"temperature": 8.0, "lr": 0.05},  # warm-up: lr * 1 / 2
+        {"temperature": 4.0, "lr": 0.1},  # the lr schedule starts after the warm-up
+        {"temperature": 8.0 / 3, "lr": 0.05},
     ]
 
 
