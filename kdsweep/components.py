@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -52,17 +52,32 @@ class DataSplits:
 class LossBatch:
     """What a loss sees for one training batch.
 
-    ``teacher_logits`` is ``None`` for losses registered with ``needs_teacher=False``.
+    ``teacher_logits`` is the (first) teacher's output for these samples, ``None`` for
+    losses that train without a teacher. Features hold the outputs of the layers named by
+    the loss's layer params (``"logits"`` and ``"penultimate"`` are always available).
     """
 
     student_logits: torch.Tensor
     targets: torch.Tensor
     teacher_logits: torch.Tensor | None = None
+    student_features: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    teacher_features: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    all_teacher_logits: tuple[torch.Tensor, ...] = ()  # every teacher, in study order
+    peer_logits: tuple[torch.Tensor, ...] = ()  # the other peers' logits (mutual learning)
+
+
+@dataclass(frozen=True)
+class FeatureShapes:
+    """Shapes (without the batch dimension) of the captured layers, for loss modules."""
+
+    student: Mapping[str, tuple[int, ...]]
+    teacher: Mapping[str, tuple[int, ...]]
 
 
 # build(width, num_classes, input_shape) -> module returning logits
 ModelBuilder = Callable[[float, int, tuple[int, ...]], nn.Module]
-# loss(batch, **params) -> scalar tensor; params are the loss's declared hyperparameters
+# loss(batch, **params) -> scalar tensor; params are the loss's declared hyperparameters.
+# A loss may also be an nn.Module subclass built as cls(shapes: FeatureShapes, **params).
 LossFn = Callable[..., torch.Tensor]
 # schedule(base, epoch, epochs, **params) -> value in force during ``epoch`` (0-based)
 ScheduleFn = Callable[..., float]

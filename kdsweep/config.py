@@ -24,6 +24,7 @@ from kdsweep.schema import (
     STUDY_FIELDS,
     TEACHER_DEFAULTS,
     TRAIN_FIELDS,
+    WEIGHT_FIELD,
     Field,
     Where,
     check_value,
@@ -141,14 +142,22 @@ class _Validator:
         if "name" not in raw.get("study", {}):
             raise Where(self.path, "study", "name").fail("missing: every study needs a name")
         settings = StudySettings(**self._fixed(raw, "study", STUDY_FIELDS))
+        teacher_raw = dict(raw.get("teacher", {}))
+        extra_teachers = self._extra_teachers(teacher_raw.pop("extra", []))
+        loss_raw = dict(raw.get("loss", {}))
+        added_losses = self._added_losses(loss_raw.pop("add", {}))
         tree = {
             "data": self._data(raw.get("data", {})),
-            "teacher": self._model(raw, "teacher", TEACHER_DEFAULTS, TRAIN_FIELDS),
+            "teacher": {
+                **self._model({"teacher": teacher_raw}, "teacher", TEACHER_DEFAULTS, TRAIN_FIELDS),
+                "extra": extra_teachers,
+            },
             "student": self._model(raw, "student", STUDENT_DEFAULTS, {}),
             "train": self._fixed(raw, "train", TRAIN_FIELDS),
-            "loss": self._component(
-                raw.get("loss", {}), "loss", "name", "kd", Where(self.path, "loss")
-            ),
+            "loss": {
+                **self._component(loss_raw, "loss", "name", "kd", Where(self.path, "loss")),
+                "add": added_losses,
+            },
             "schedule": self._schedules(raw.get("schedule", {})),
         }
         search = parse_search_space(self.path, self.registry, raw.get("search", {}), tree)
@@ -192,6 +201,44 @@ class _Validator:
         values = self._fixed(raw, section, spec, defaults)
         self._known_component(section, values["model"], Where(self.path, section, "model"))
         return values
+
+    def _extra_teachers(self, given: Any) -> list[dict[str, Any]]:
+        """``[teacher] extra = [{ model = "mlp", width = 64 }, ...]``: further teachers."""
+        where = Where(self.path, "teacher", "extra")
+        if not isinstance(given, list) or not all(isinstance(t, dict) for t in given):
+            raise where.fail(
+                'expected a list of tables such as { model = "mlp", width = 64 }', given
+            )
+        teachers = []
+        for number, table in enumerate(given):
+            section = f"teacher.extra.{number}"
+            values = self._fixed({section: table}, section, MODEL_FIELDS, {"width": None})
+            if values["width"] is None:
+                raise Where(self.path, section, "width").fail("missing")
+            self._known_component("teacher", values["model"], Where(self.path, section, "model"))
+            teachers.append(values)
+        return teachers
+
+    def _added_losses(self, given: Any) -> dict[str, dict[str, Any]]:
+        """``[loss.add.<name>]`` tables: terms added to the main loss, each with a weight."""
+        if not isinstance(given, dict):
+            raise Where(self.path, "loss", "add").fail("expected tables [loss.add.<loss>]", given)
+        added = {}
+        for name, table in given.items():
+            where = Where(self.path, f"loss.add.{name}")
+            if not isinstance(table, dict):
+                raise where.fail("expected a table with weight and the loss's params", table)
+            table = dict(table)
+            weight = check_value(
+                table.pop("weight", 1.0), WEIGHT_FIELD, Where(where.path, where.section, "weight")
+            )
+            values = self._component({"name": name, **table}, "loss", "name", name, where)
+            if self.registry.get("loss", name).training != "standard":
+                raise where.fail(
+                    f"loss '{name}' trains several models and cannot be added as a term"
+                )
+            added[name] = {"weight": weight, **{k: v for k, v in values.items() if k != "name"}}
+        return added
 
     def _known_component(self, kind: str, name: Any, where: Where) -> Any:
         return known_component(self.registry, kind, name, where)
@@ -255,15 +302,25 @@ def _join(prefix: str | None, key: str) -> str:
 def _trial_settings(tree: Mapping[str, Any], registry: Registry) -> TrialSettings:
     train_keys = {f.name for f in fields(TrainSettings)}
     teacher = tree["teacher"]
+    loss_registry = {name: registry.get("loss", name).params for name in tree["loss"]["add"]}
     return TrialSettings(
         dataset=_choice(
             tree["data"], "dataset", registry.get("dataset", tree["data"]["dataset"]).params
         ),
         teacher=ModelChoice(teacher["model"], teacher["width"]),
         teacher_train=TrainSettings(**{k: v for k, v in teacher.items() if k in train_keys}),
+        extra_teachers=tuple(ModelChoice(t["model"], t["width"]) for t in teacher["extra"]),
         student=ModelChoice(tree["student"]["model"], tree["student"]["width"]),
         train=TrainSettings(**tree["train"]),
         loss=_choice(tree["loss"], "name", registry.get("loss", tree["loss"]["name"]).params),
+        extra_losses=tuple(
+            ComponentChoice(
+                name,
+                {key: table.get(key, default) for key, default in loss_registry[name].items()},
+                table["weight"],
+            )
+            for name, table in tree["loss"]["add"].items()
+        ),
         schedules={
             target: _choice(table, "name", registry.get("schedule", table["name"]).params)
             for target, table in tree["schedule"].items()

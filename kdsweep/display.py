@@ -59,7 +59,7 @@ class Display:
         """Show the trial bar."""
         self._trials = self.progress.add_task("trials", total=total, completed=done, status="")
 
-    def run_started(self, description: str, epochs: int) -> None:
+    def run_started(self, description: str, epochs: int | None) -> None:
         """A new epoch bar for a training run."""
         if self._epochs is not None:
             self.progress.remove_task(self._epochs)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from kdsweep.components import DataSplits, LossBatch, LossFn
+from kdsweep.components import DataSplits, LossBatch
+from kdsweep.features import FeatureTap
 from kdsweep.settings import TrainSettings
 
 # schedule(base, epoch, epochs) -> value in force during that epoch
@@ -23,11 +25,13 @@ BoundSchedule = Callable[[float, int, int], float]
 
 
 @dataclass(frozen=True)
-class BoundLoss:
-    """A loss with its param values and the schedules that move some of them per epoch."""
+class LossTerm:
+    """One loss with its param values, its weight in the objective, and the schedules that
+    move some of its params per epoch."""
 
-    fn: LossFn
+    fn: Callable[..., torch.Tensor]
     params: Mapping[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
     schedules: Mapping[str, BoundSchedule] = field(default_factory=dict)
 
     def values_for(self, epoch: int, epochs: int) -> dict[str, Any]:
@@ -36,6 +40,39 @@ class BoundLoss:
             key: self.schedules[key](value, epoch, epochs) if key in self.schedules else value
             for key, value in self.params.items()
         }
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The training objective: the weighted sum of its terms (the first is the main loss).
+
+    :param student_layers: layers of the student captured for the terms.
+    :param teacher_layers: layers of the teacher captured (the teacher then runs per batch).
+    :param modules: loss modules whose parameters train with the student (e.g. connectors).
+    """
+
+    terms: tuple[LossTerm, ...]
+    student_layers: tuple[str, ...] = ()
+    teacher_layers: tuple[str, ...] = ()
+    modules: tuple[nn.Module, ...] = ()
+
+    @classmethod
+    def of(cls, fn: Callable[..., torch.Tensor], **params: Any) -> Objective:
+        """A single unscheduled loss."""
+        return cls((LossTerm(fn, params),))
+
+
+@dataclass(frozen=True)
+class Teachers:
+    """What the students learn from.
+
+    :param logits: each teacher's logits on the whole training set, computed once.
+    :param model: the first teacher, run per batch (eval mode, no gradients) only when the
+        objective reads its layers.
+    """
+
+    logits: tuple[torch.Tensor, ...] = ()
+    model: nn.Module | None = None
 
 
 @dataclass(frozen=True)
@@ -125,65 +162,101 @@ def learning_rate(settings: TrainSettings, schedule: BoundSchedule | None, epoch
 
 
 def fit(
-    model: nn.Module,
+    models: nn.Module | Sequence[nn.Module],
     data: DataSplits,
     settings: TrainSettings,
-    loss: BoundLoss,
+    objective: Objective,
     *,
-    teacher_logits: torch.Tensor | None = None,
+    teachers: Teachers | None = None,
     lr_schedule: BoundSchedule | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``data.train`` with ``loss``; evaluate on validation each epoch.
+    """Train on ``data.train`` with ``objective``; evaluate on validation each epoch.
 
-    :param teacher_logits: the teacher's logits for every training sample, indexed like
-        ``data.train_x`` (computed once and shared by all trials).
+    Several ``models`` train together as peers (mutual learning): each one's loss sees the
+    others' logits as ``peer_logits``. Metrics are those of the first model.
+
+    :param teachers: cached teacher logits (indexed like ``data.train_x``) and, when the
+        objective reads teacher layers, the teacher itself.
     :param lr_schedule: moves the learning rate per epoch, after ``settings.warmup_epochs``.
     :param on_epoch: called after each epoch; it may raise to stop training (e.g. pruning).
     """
+    models = [models] if isinstance(models, nn.Module) else list(models)
+    teachers = teachers or Teachers()
     device = data.train_x.device
     generator = torch.Generator().manual_seed(settings.seed)
-    optimizer = make_optimizer(model, settings)
+    trained = nn.ModuleList([*models, *objective.modules])
+    optimizer = make_optimizer(trained, settings)
     n_train = len(data.train_y)
     # Evenly sized batches (sizes differ by at most one): no tiny last batch for BatchNorm.
     n_batches = max(1, math.ceil(n_train / settings.batch_size))
+    main = objective.terms[0]
     callback_time = 0.0
     started = time.perf_counter()
-    for epoch in range(settings.epochs):
-        values = loss.values_for(epoch, settings.epochs)
-        lr = learning_rate(settings, lr_schedule, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        order = torch.randperm(n_train, generator=generator).to(device)
-        loss_sum = torch.zeros((), device=device)
-        for index in order.tensor_split(n_batches):
-            logits = model(data.train_x[index])
-            batch = LossBatch(
-                student_logits=logits,
-                targets=data.train_y[index],
-                teacher_logits=None if teacher_logits is None else teacher_logits[index],
+    with (
+        FeatureTap(models[0], objective.student_layers) as student_tap,
+        _teacher_tap(teachers, objective) as teacher_tap,
+    ):
+        for epoch in range(settings.epochs):
+            values = [term.values_for(epoch, settings.epochs) for term in objective.terms]
+            lr = learning_rate(settings, lr_schedule, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            trained.train()
+            order = torch.randperm(n_train, generator=generator).to(device)
+            loss_sum = torch.zeros((), device=device)
+            for index in order.tensor_split(n_batches):
+                inputs, targets = data.train_x[index], data.train_y[index]
+                outputs = [model(inputs) for model in models]
+                teacher_logits = tuple(logits[index] for logits in teachers.logits)
+                if teacher_tap is not None:
+                    with torch.no_grad():
+                        teacher_logits = (teachers.model(inputs), *teacher_logits[1:])
+                value = torch.zeros((), device=device)
+                for k, logits in enumerate(outputs):
+                    batch = LossBatch(
+                        student_logits=logits,
+                        targets=targets,
+                        teacher_logits=teacher_logits[0] if teacher_logits else None,
+                        student_features=student_tap.features if k == 0 else {},
+                        teacher_features=teacher_tap.features if teacher_tap else {},
+                        all_teacher_logits=teacher_logits,
+                        peer_logits=tuple(o.detach() for j, o in enumerate(outputs) if j != k),
+                    )
+                    for term, term_values in zip(objective.terms, values, strict=True):
+                        value = value + term.weight * term.fn(batch, **term_values)
+                optimizer.zero_grad(set_to_none=True)
+                value.backward()
+                optimizer.step()
+                loss_sum += value.detach() * len(index)
+            report = EpochReport(
+                epoch=epoch,
+                train_loss=(loss_sum / n_train).item(),
+                val_accuracy=accuracy(models[0], data.val_x, data.val_y),
+                values={
+                    **{k: float(v) for k, v in values[0].items() if k in main.schedules},
+                    "lr": lr,
+                },
             )
-            value = loss.fn(batch, **values)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
-            loss_sum += value.detach() * len(index)
-        report = EpochReport(
-            epoch=epoch,
-            train_loss=(loss_sum / n_train).item(),
-            val_accuracy=accuracy(model, data.val_x, data.val_y),
-            values={**{k: float(v) for k, v in values.items() if k in loss.schedules}, "lr": lr},
-        )
-        if on_epoch is not None:
-            callback_started = time.perf_counter()
-            on_epoch(report)
-            callback_time += time.perf_counter() - callback_started
+            if on_epoch is not None:
+                callback_started = time.perf_counter()
+                on_epoch(report)
+                callback_time += time.perf_counter() - callback_started
     train_time = time.perf_counter() - started - callback_time
     return FitResult(
-        val_accuracy=accuracy(model, data.val_x, data.val_y),
-        test_accuracy=accuracy(model, data.test_x, data.test_y),
-        params=count_params(model),
+        val_accuracy=accuracy(models[0], data.val_x, data.val_y),
+        test_accuracy=accuracy(models[0], data.test_x, data.test_y),
+        params=count_params(models[0]),
         train_time_s=train_time,
         epochs=settings.epochs,
     )
+
+
+def _teacher_tap(teachers: Teachers, objective: Objective) -> FeatureTap | nullcontext[None]:
+    """A tap on the teacher when the objective reads its layers (the teacher in eval mode)."""
+    if not objective.teacher_layers:
+        return nullcontext()
+    if teachers.model is None:
+        raise ValueError("the objective reads teacher layers but no teacher model was given")
+    teachers.model.eval()
+    return FeatureTap(teachers.model, objective.teacher_layers)

@@ -6,20 +6,16 @@ Turns resolved settings into engine calls; knows nothing of Optuna or MLflow.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
 
-from kdsweep import engine
+from kdsweep import engine, objective
 from kdsweep.cache import ModelCache, content_key, data_fingerprint
 from kdsweep.components import DataSplits
 from kdsweep.config import Study
 from kdsweep.errors import ConfigError, KdsweepError, PluginError
-from kdsweep.registry import Component
 from kdsweep.settings import ModelChoice, TrainSettings, TrialSettings
 
 
@@ -57,33 +53,54 @@ class Experiment:
         self.base = study.resolve()
         self.data = self._load_data().to(device)
         self.fingerprint = data_fingerprint(self.data)
-        self._teacher_logits: torch.Tensor | None = None
-        self._teacher_record: ModelRecord | None = None
+        # teacher number -> (model in eval mode, logits on the training set, record)
+        self._teachers: dict[int, tuple[nn.Module, torch.Tensor, ModelRecord]] = {}
         self._baselines: dict[float, ModelRecord] = {}
 
     def check_models(self) -> None:
-        """Build the teacher and each reachable student once: a bad width fails before training."""
-        self._build("teacher", self.base.teacher, "[teacher] width")
+        """Build every model once and check the loss layers: errors before any training."""
+        for number, choice in enumerate(self.base.teachers):
+            self._build("teacher", choice, self._teacher_where(number))
         for model, width in self._reachable_students():
             self._build("student", ModelChoice(model, width), "[student] width / [search] width")
+        for settings in self._reachable_losses():
+            terms = objective.loss_terms(self.registry, settings)
+            main = terms[0][0]
+            student = self._build("student", settings.student, "[student]")
+            teacher = self._build("teacher", settings.teacher, "[teacher] width")
+            if main.training == "generations":
+                teacher = student  # each generation learns from the one before
+            elif not main.needs_teacher:
+                teacher = None
+            objective.check_layers(self.study.path, terms, {"student": student, "teacher": teacher})
+            if main.training == "mutual" and objective.captured_layers(terms, "student"):
+                raise ConfigError(
+                    f"{self.study.path}: [loss] name = '{main.name}': mutual learning trains "
+                    "several students and cannot be combined with losses that read layers"
+                )
 
     @property
     def needs_teacher(self) -> bool:
-        """Whether any loss the study may use needs a teacher."""
-        names = {self.base.loss.name}
-        for dim in self.study.search:
-            if dim.path == "loss.name":
-                names = set(dim.choices)
-        return any(self.registry.get("loss", name).needs_teacher for name in names)
+        """Whether any loss the study may use needs a pre-trained teacher."""
+        return any(
+            component.needs_teacher
+            for settings in self._reachable_losses()
+            for component, _ in objective.loss_terms(self.registry, settings)
+        )
 
-    def teacher(self, on_epoch: engine.EpochCallback | None = None) -> ModelRecord:
-        """The teacher's record; trains it (and caches it) unless the cache has it."""
-        if self._teacher_record is None:
-            model, self._teacher_record = self._trained(
-                "teachers", "teacher", self.base.teacher, self.base.teacher_train, on_epoch
+    def teacher(self, number: int = 0, on_epoch: engine.EpochCallback | None = None) -> ModelRecord:
+        """Teacher ``number``'s record; trains it (and caches it) unless the cache has it."""
+        if number not in self._teachers:
+            model, record = self._trained(
+                "teachers", "teacher", self.base.teachers[number], self.base.teacher_train, on_epoch
             )
-            self._teacher_logits = engine.predict_logits(model, self.data.train_x)
-        return self._teacher_record
+            model.eval()
+            self._teachers[number] = (
+                model,
+                engine.predict_logits(model, self.data.train_x),
+                record,
+            )
+        return self._teachers[number][2]
 
     def baseline(self, width: float, on_epoch: engine.EpochCallback | None = None) -> ModelRecord:
         """The student at ``width`` trained without distillation (``ce``), cached like a teacher."""
@@ -94,41 +111,116 @@ class Experiment:
             )
         return self._baselines[width]
 
+    def epochs(self, settings: TrialSettings) -> int:
+        """Epochs a trial runs, all generations together."""
+        main = self.registry.get("loss", settings.loss.name)
+        if main.training == "generations":
+            return settings.train.epochs * (settings.loss.params["generations"] + 1)
+        return settings.train.epochs
+
     def run_trial(
         self, settings: TrialSettings, on_epoch: engine.EpochCallback | None = None
     ) -> engine.FitResult:
-        """Train the trial's student with its loss; the teacher's logits are shared."""
-        loss_component = self.registry.get("loss", settings.loss.name)
-        teacher_logits = None
-        if loss_component.needs_teacher:
-            self.teacher()
-            teacher_logits = self._teacher_logits
-        bound = engine.BoundLoss(
-            fn=_reporting_errors(loss_component),
-            params=settings.loss.params,
-            schedules={
-                target: self._schedule(settings, target)
-                for target in settings.schedules
-                if target in settings.loss.params
-            },
-        )
-        student = self._build("student", settings.student, "[student]", seed=settings.train.seed)
+        """Train the trial's student(s) with its losses; teacher outputs are shared."""
+        terms = objective.loss_terms(self.registry, settings)
+        main = terms[0][0]
+        if main.training == "generations":
+            return self._generations(settings, terms, on_epoch)
+        count = settings.loss.params["peers"] if main.training == "mutual" else 1
+        students = [
+            self._build("student", settings.student, "[student]", seed=settings.train.seed + k)
+            for k in range(count)
+        ]
+        teachers = None
+        if any(component.needs_teacher for component, _ in terms):
+            for number in range(len(self.base.teachers)):
+                self.teacher(number)
+            teachers = engine.Teachers(
+                logits=tuple(logits for _, logits, _ in self._teachers.values()),
+                model=self._teachers[0][0],
+            )
         return engine.fit(
-            student,
+            students,
             self.data,
             settings.train,
-            bound,
-            teacher_logits=teacher_logits,
+            self._objective(settings, terms, students[0], teachers and teachers.model),
+            teachers=teachers,
             lr_schedule=self._schedule(settings, "lr"),
             on_epoch=on_epoch,
         )
 
     # -- internals -----------------------------------------------------------------------
 
+    def _generations(
+        self,
+        settings: TrialSettings,
+        terms: list[objective.Term],
+        on_epoch: engine.EpochCallback | None,
+    ) -> engine.FitResult:
+        """Born-again networks: generation 0 learns from labels, each next one from the last."""
+        lr_schedule = self._schedule(settings, "lr")
+        epochs = settings.train.epochs
+        previous = self._build("student", settings.student, "[student]", seed=settings.train.seed)
+        result = engine.fit(
+            previous,
+            self.data,
+            settings.train,
+            engine.Objective.of(objective.reporting_errors(self.registry.get("loss", "ce"))),
+            lr_schedule=lr_schedule,
+            on_epoch=on_epoch,
+        )
+        train_time = result.train_time_s
+        for generation in range(1, settings.loss.params["generations"] + 1):
+            previous.eval()
+            teachers = engine.Teachers(
+                logits=(engine.predict_logits(previous, self.data.train_x),), model=previous
+            )
+            student = self._build(
+                "student", settings.student, "[student]", seed=settings.train.seed + generation
+            )
+            result = engine.fit(
+                student,
+                self.data,
+                settings.train,
+                self._objective(settings, terms, student, previous),
+                teachers=teachers,
+                lr_schedule=lr_schedule,
+                on_epoch=_shifted(on_epoch, generation * epochs),
+            )
+            train_time += result.train_time_s
+            previous = student
+        return replace(result, train_time_s=train_time, epochs=self.epochs(settings))
+
+    def _objective(
+        self,
+        settings: TrialSettings,
+        terms: list[objective.Term],
+        student: nn.Module,
+        teacher: nn.Module | None,
+    ) -> engine.Objective:
+        shapes = objective.feature_shapes(student, teacher, terms, self.data.train_x[:2])
+        return objective.build_objective(
+            terms,
+            shapes,
+            self.device,
+            lambda target: self._schedule(settings, target),
+            scheduled_targets=("temperature", "alpha"),
+        )
+
     def _schedule(self, settings: TrialSettings, target: str) -> engine.BoundSchedule:
         choice = settings.schedules[target]
-        schedule = _reporting_errors(self.registry.get("schedule", choice.name))
+        schedule = objective.reporting_errors(self.registry.get("schedule", choice.name))
         return lambda base, epoch, epochs: schedule(base, epoch, epochs, **choice.params)
+
+    def _reachable_losses(self) -> list[TrialSettings]:
+        """The base settings, once per loss the search may choose."""
+        for dim in self.study.search:
+            if dim.path == "loss.name":
+                return [self.study.resolve({"loss.name": name}) for name in dim.choices]
+        return [self.base]
+
+    def _teacher_where(self, number: int) -> str:
+        return "[teacher] width" if number == 0 else f"[teacher] extra[{number - 1}] width"
 
     def _load_data(self) -> DataSplits:
         dataset = self.registry.get("dataset", self.base.dataset.name)
@@ -205,12 +297,12 @@ class Experiment:
             state, record = cached
             model.load_state_dict(state)
             return model, ModelRecord(**{**record["metrics"], "key": key, "cached": True})
-        ce = engine.BoundLoss(fn=_reporting_errors(self.registry.get("loss", "ce")))
+        ce = objective.reporting_errors(self.registry.get("loss", "ce"))
         result = engine.fit(
             model,
             self.data,
             train,
-            ce,
+            engine.Objective.of(ce),
             lr_schedule=self._schedule(self.base, "lr"),
             on_epoch=on_epoch,
         )
@@ -226,18 +318,8 @@ class Experiment:
         return model, ModelRecord(**metrics, key=key, cached=False)
 
 
-def _reporting_errors(component: Component) -> Callable[..., Any]:
-    """The component's callable, with its exceptions re-raised naming the plugin."""
-    function = component.factory
-
-    @functools.wraps(function)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return function(*args, **kwargs)
-        except Exception as exc:
-            raise PluginError(
-                f"{component.kind} '{component.name}' ({component.origin}) raised "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-
-    return call
+def _shifted(on_epoch: engine.EpochCallback | None, offset: int) -> engine.EpochCallback | None:
+    """The callback, seeing epochs numbered from ``offset`` (later generations)."""
+    if on_epoch is None:
+        return None
+    return lambda report: on_epoch(replace(report, epoch=report.epoch + offset))

@@ -19,6 +19,9 @@ from kdsweep.errors import PluginError, UnknownComponentError
 from kdsweep.suggest import did_you_mean
 
 KINDS = ("teacher", "student", "loss", "schedule", "dataset")
+TRAINING_MODES = ("standard", "mutual", "generations")
+_MODE_PARAM = {"mutual": "peers", "generations": "generations"}
+_LAYER_OWNERS = ("student", "teacher")
 _NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]*$")
 _PARAM_TYPES = (bool, int, float, str)
 
@@ -50,6 +53,8 @@ class Component:
     params: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     needs_teacher: bool = False
+    layers: Mapping[str, str] = field(default_factory=dict)  # layer param -> student|teacher
+    training: str = "standard"  # standard | mutual | generations
 
 
 _UNBOUND = Origin("<unknown>", "<unknown>", "?")
@@ -86,14 +91,52 @@ class Registry:
         *,
         params: Mapping[str, Any] | None = None,
         needs_teacher: bool = True,
+        layers: Mapping[str, str] | None = None,
+        training: str = "standard",
         description: str = "",
     ) -> None:
         """Register a training loss: ``loss(batch: LossBatch, **params) -> scalar tensor``.
 
-        A param named ``temperature`` follows the study's temperature schedule.
-        ``needs_teacher=False`` means the loss trains without a teacher (no teacher logits).
+        ``loss`` may also be an ``nn.Module`` subclass, built once per trial as
+        ``loss(shapes: FeatureShapes, **params)`` and trained with the student.
+        Params named ``temperature`` and ``alpha`` follow the study's schedules.
+
+        :param needs_teacher: ``False`` when the loss trains without a pre-trained teacher.
+        :param layers: params whose values name layers to capture, each mapped to
+            ``"student"`` or ``"teacher"`` (a value may list several, comma-separated).
+        :param training: ``"mutual"`` trains ``peers`` students together (declare a
+            ``peers`` param); ``"generations"`` trains ``generations`` students in turn,
+            each distilling from the one before (declare a ``generations`` param).
         """
-        self._add("loss", name, loss, params or {}, description, needs_teacher=needs_teacher)
+        params = dict(params or {})
+        layers = dict(layers or {})
+        origin = self._origin
+        if training not in TRAINING_MODES:
+            raise PluginError(
+                f"{origin} registered loss '{name}' with training={training!r} "
+                f"(one of {', '.join(TRAINING_MODES)})"
+            )
+        required = _MODE_PARAM.get(training)
+        if required and not isinstance(params.get(required), int):
+            raise PluginError(
+                f"{origin} registered {training} loss '{name}' without an int param '{required}'"
+            )
+        for param, owner in layers.items():
+            if owner not in _LAYER_OWNERS or not isinstance(params.get(param), str):
+                raise PluginError(
+                    f"{origin} registered loss '{name}' with layer param '{param}': it must be "
+                    "a declared str param mapped to 'student' or 'teacher'"
+                )
+        self._add(
+            "loss",
+            name,
+            loss,
+            params,
+            description,
+            needs_teacher=needs_teacher and training == "standard",
+            layers=layers,
+            training=training,
+        )
 
     def add_schedule(
         self,
@@ -144,6 +187,8 @@ class Registry:
         params: Mapping[str, Any],
         description: str,
         needs_teacher: bool = False,
+        layers: Mapping[str, str] | None = None,
+        training: str = "standard",
     ) -> None:
         origin = self._origin
         if not isinstance(name, str) or not _NAME_PATTERN.match(name):
@@ -169,6 +214,8 @@ class Registry:
             params=dict(params),
             description=description or _first_doc_line(factory),
             needs_teacher=needs_teacher,
+            layers=dict(layers or {}),
+            training=training,
         )
 
 

@@ -6,7 +6,7 @@ through its own module.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,15 +103,20 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
             f"study [bold]{settings.name}[/] on {experiment.device}: optuna "
             f"{redact_url(locations.storage)}, mlflow {redact_url(locations.tracking_uri)}"
         )
-        teacher = (
-            _reference(tracker, display, experiment, "teacher", None)
-            if experiment.needs_teacher
-            else None
-        )
+        teachers = _teachers(tracker, display, experiment) if experiment.needs_teacher else []
+        teacher = teachers[0] if teachers else None
         baselines = {}
         if settings.baseline:
             for width in study.widths():
-                baselines[width] = _reference(tracker, display, experiment, "baseline", width)
+                baselines[width] = _reference(
+                    tracker,
+                    display,
+                    experiment,
+                    role="baseline",
+                    label=f"baseline (ce) width {width}",
+                    params={"loss.name": "ce", "student.width": width},
+                    train=lambda on_epoch, width=width: experiment.baseline(width, on_epoch),
+                )
         display.trials(n_trials, search.finished_trials(optuna_study))
         objective = _Objective(study, experiment, tracker, display, baselines)
         status = "FINISHED"
@@ -155,7 +160,7 @@ class _Objective:
         tags = {**component_tags(self.study, settings), tracking.TRIAL_NUMBER: str(handle.number)}
         run_id = self.tracker.start_run("trial", f"trial-{handle.number}", settings.flat(), tags)
         handle.trial.set_user_attr("mlflow_run_id", run_id)
-        self.display.run_started(f"trial {handle.number}", settings.train.epochs)
+        self.display.run_started(f"trial {handle.number}", self.experiment.epochs(settings))
 
         def on_epoch(report: EpochReport) -> None:
             self.tracker.log(run_id, epoch_metrics(report), step=report.epoch)
@@ -238,40 +243,52 @@ def _ended(state: str, reason: str) -> dict[str, str]:
     return tags
 
 
+def _teachers(
+    tracker: tracking.Tracker, display: Display, experiment: Experiment
+) -> list[ModelRecord]:
+    """Train (or load) every teacher; the first one's metrics also go on the study's run."""
+    records = []
+    for number, choice in enumerate(experiment.base.teachers):
+        records.append(
+            _reference(
+                tracker,
+                display,
+                experiment,
+                role="teacher",
+                label="teacher" if number == 0 else f"teacher {number}: {choice}",
+                params={"teacher.model": choice.model, "teacher.width": choice.width},
+                train=lambda on_epoch, number=number: experiment.teacher(number, on_epoch),
+            )
+        )
+    first = records[0]
+    tracker.log(
+        tracker.parent_id,
+        {f"teacher_{k}": v for k, v in first.metrics().items()},
+        {"kdsweep.teacher": first.model, "kdsweep.teacher.width": str(first.width)},
+    )
+    return records
+
+
 def _reference(
     tracker: tracking.Tracker,
     display: Display,
     experiment: Experiment,
     role: str,
-    width: float | None,
+    label: str,
+    params: Mapping[str, Any],
+    train: Callable[[Callable[[EpochReport], None]], ModelRecord],
 ) -> ModelRecord:
-    """Train (or load) the teacher or a baseline, and record it once per study in MLflow."""
-    label = "teacher" if width is None else f"baseline (ce) width {width}"
-    epochs = (experiment.base.teacher_train if width is None else experiment.base.train).epochs
-    display.run_started(label, epochs)
-
-    def on_epoch(report: EpochReport) -> None:
-        display.epoch(report.epoch, report.val_accuracy)
-
-    record = experiment.teacher(on_epoch) if width is None else experiment.baseline(width, on_epoch)
+    """Train (or load) a teacher or a baseline, and record it once per study in MLflow."""
+    display.run_started(label, None)
+    record = train(lambda report: display.epoch(report.epoch, report.val_accuracy))
     display.stage(
         f"{label}: val {record.val_accuracy:.4f} test {record.test_accuracy:.4f} "
         f"params {record.params:,}" + (" (cached)" if record.cached else "")
     )
     if not tracker.find_runs(role=role, **{tracking.KEY: record.key}):
-        settings = experiment.base
-        params = settings.flat()
-        if width is not None:
-            params.update({"loss.name": "ce", "student.width": width})
-        tags = {**component_tags(experiment.study, settings), tracking.KEY: record.key}
-        run_id = tracker.start_run(role, label, params, tags)
+        tags = {**component_tags(experiment.study, experiment.base), tracking.KEY: record.key}
+        run_id = tracker.start_run(role, label, {**experiment.base.flat(), **params}, tags)
         tracker.end_run(run_id, "FINISHED", record.metrics(), _ended("COMPLETE", ""))
-    if width is None:
-        tracker.log(
-            tracker.parent_id,
-            {f"teacher_{k}": v for k, v in record.metrics().items()},
-            {"kdsweep.teacher": record.model, "kdsweep.teacher.width": str(record.width)},
-        )
     return record
 
 

@@ -76,6 +76,7 @@ TRAIN_FIELDS = {
     "seed": Field(int, TrainSettings.seed),
     "warmup_epochs": Field(int, TrainSettings.warmup_epochs, non_negative),
 }
+WEIGHT_FIELD = Field(float, 1.0, non_negative)  # of a loss term added to the main loss
 MODEL_FIELDS = {"model": Field(str, "cnn"), "width": Field("number", None, positive)}
 TEACHER_DEFAULTS = {"width": 32, "epochs": 30}
 STUDENT_DEFAULTS = {"width": 8}

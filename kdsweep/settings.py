@@ -28,6 +28,9 @@ class ModelChoice:
     model: str
     width: float
 
+    def __str__(self) -> str:
+        return f"{self.model}(width={self.width})"
+
 
 @dataclass(frozen=True)
 class ComponentChoice:
@@ -35,6 +38,7 @@ class ComponentChoice:
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0  # weight of an added loss term in the objective
 
 
 @dataclass(frozen=True)
@@ -44,19 +48,42 @@ class TrialSettings:
     dataset: ComponentChoice
     teacher: ModelChoice
     teacher_train: TrainSettings
+    extra_teachers: tuple[ModelChoice, ...]  # further teachers (multi-teacher losses)
     student: ModelChoice
     train: TrainSettings
     loss: ComponentChoice
+    extra_losses: tuple[ComponentChoice, ...]  # terms added to the main loss, with weights
     schedules: Mapping[str, ComponentChoice]  # target (temperature, alpha, lr) -> schedule
+
+    @property
+    def teachers(self) -> tuple[ModelChoice, ...]:
+        """The teacher, then the extra teachers."""
+        return (self.teacher, *self.extra_teachers)
 
     def flat(self) -> dict[str, Any]:
         """Every setting under a dotted name, e.g. ``loss.temperature`` (for MLflow params)."""
         tree = {
             "data": {"dataset": self.dataset.name, **self.dataset.params},
-            "teacher": {**asdict(self.teacher), **asdict(self.teacher_train)},
+            "teacher": {
+                **asdict(self.teacher),
+                **asdict(self.teacher_train),
+                **(
+                    {"extra": ", ".join(map(str, self.extra_teachers))}
+                    if self.extra_teachers
+                    else {}
+                ),
+            },
             "student": asdict(self.student),
             "train": asdict(self.train),
-            "loss": {"name": self.loss.name, **self.loss.params},
+            "loss": {
+                "name": self.loss.name,
+                **self.loss.params,
+                **(
+                    {"add": {t.name: {"weight": t.weight, **t.params} for t in self.extra_losses}}
+                    if self.extra_losses
+                    else {}
+                ),
+            },
             "schedule": {
                 target: {"name": choice.name, **choice.params}
                 for target, choice in self.schedules.items()

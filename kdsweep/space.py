@@ -16,6 +16,7 @@ from kdsweep.registry import Registry
 from kdsweep.schema import (
     MODEL_FIELDS,
     TRAIN_FIELDS,
+    WEIGHT_FIELD,
     Field,
     Where,
     check_value,
@@ -69,6 +70,10 @@ class _SpaceParser:
                 continue  # reported when the choices are checked
             for key, default in self.registry.get("loss", name).params.items():
                 found.setdefault(f"loss.{key}", field_for_default(default))
+        for name in tree["loss"]["add"]:
+            found[f"loss.add.{name}.weight"] = WEIGHT_FIELD
+            for key, default in self.registry.get("loss", name).params.items():
+                found[f"loss.add.{name}.{key}"] = field_for_default(default)
         for target, table in tree["schedule"].items():
             found[f"schedule.{target}.name"] = Field(str)
             path = f"schedule.{target}.name"

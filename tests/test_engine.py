@@ -16,7 +16,7 @@ def _fit(seed: int, on_epoch=None, epochs: int = 3, width: int = 4) -> engine.Fi
     model = engine.build_seeded(lambda: build_cnn(width, 10, DATA.input_shape), seed, CPU)
     settings = TrainSettings(epochs=epochs, batch_size=64, lr=0.05, seed=seed)
     return engine.fit(
-        model, DATA, settings, engine.BoundLoss(cross_entropy_loss), on_epoch=on_epoch
+        model, DATA, settings, engine.Objective.of(cross_entropy_loss), on_epoch=on_epoch
     )
 
 
@@ -53,15 +53,17 @@ def test_scheduled_values_and_learning_rate_are_reported_per_epoch() -> None:
     logits = engine.predict_logits(teacher, DATA.train_x)
     student = engine.build_seeded(lambda: build_mlp(8, 10, DATA.input_shape), 0, CPU)
     halving = lambda base, epoch, epochs: base / (epoch + 1)  # noqa: E731
-    loss = engine.BoundLoss(kd_loss, {"temperature": 8.0, "alpha": 0.5}, {"temperature": halving})
+    term = engine.LossTerm(
+        kd_loss, {"temperature": 8.0, "alpha": 0.5}, 1.0, {"temperature": halving}
+    )
     reports: list[engine.EpochReport] = []
     settings = TrainSettings(epochs=3, batch_size=256, lr=0.1, warmup_epochs=1)
     engine.fit(
         student,
         DATA,
         settings,
-        loss,
-        teacher_logits=logits,
+        engine.Objective((term,)),
+        teachers=engine.Teachers((logits,)),
         lr_schedule=halving,
         on_epoch=reports.append,
     )
@@ -85,8 +87,8 @@ def test_teacher_logits_reach_the_loss_indexed_like_the_batch() -> None:
         model,
         DATA,
         TrainSettings(epochs=1, batch_size=100),
-        engine.BoundLoss(spy),
-        teacher_logits=fake_teacher,
+        engine.Objective.of(spy),
+        teachers=engine.Teachers((fake_teacher,)),
     )
     assert seen and all(seen)
 
@@ -99,7 +101,7 @@ def test_batches_are_evenly_sized() -> None:
         return cross_entropy_loss(batch)
 
     model = engine.build_seeded(lambda: build_cnn(2, 10, DATA.input_shape), 0, CPU)
-    engine.fit(model, DATA, TrainSettings(epochs=1, batch_size=1076), engine.BoundLoss(spy))
+    engine.fit(model, DATA, TrainSettings(epochs=1, batch_size=1076), engine.Objective.of(spy))
     assert sum(sizes) == len(DATA.train_y) == 1077
     assert max(sizes) - min(sizes) <= 1  # 1077 / 1076 would otherwise leave a batch of 1
 
