@@ -14,7 +14,7 @@ from torch import nn
 from kdsweep import engine
 from kdsweep.components import FeatureShapes
 from kdsweep.errors import ConfigError, PluginError
-from kdsweep.features import FeatureTap, LayerNotFoundError, split_layers
+from kdsweep.features import FeatureTap, LayerNotFoundError, layer_names, split_layers
 from kdsweep.registry import Component, Registry
 from kdsweep.settings import ComponentChoice, TrialSettings
 
@@ -47,6 +47,11 @@ def check_layers(path: Path, terms: list[Term], models: dict[str, nn.Module | No
                 raise ConfigError(
                     f"{path}: [{section}] {param}: loss '{component.name}' reads {owner} "
                     f"layers, but this study has no {owner} model for it"
+                )
+            if not split_layers(choice.params[param]):
+                raise ConfigError(
+                    f"{path}: [{section}] {param}: loss '{component.name}' needs {owner} layer "
+                    f"names (layers: {', '.join(layer_names(model))})"
                 )
             try:
                 FeatureTap(model, split_layers(choice.params[param])).close()

@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import pluggy
 
-from kdsweep.components import DataSplits, LossBatch
+from kdsweep.components import DataSplits, FeatureShapes, LossBatch
+from kdsweep.features import split_layers
 from kdsweep.registry import Registry
 
 NAME = "kdsweep"
 hookimpl = pluggy.HookimplMarker(NAME)
 
-__all__ = ["NAME", "DataSplits", "LossBatch", "Registry", "hookimpl"]
+__all__ = [
+    "NAME",
+    "DataSplits",
+    "FeatureShapes",
+    "LossBatch",
+    "Registry",
+    "hookimpl",
+    "split_layers",
+]

@@ -1,4 +1,8 @@
-"""Built-in losses: ``ce`` (no distillation, the baseline) and ``kd`` (Hinton et al. 2015)."""
+"""Built-in response-based losses: ``ce`` (the no-distillation baseline), ``kd``
+(Hinton et al. 2015), ``hard_kd``, ``dkd`` (Zhao et al. 2022) and ``dist`` (Huang et al. 2022).
+
+Each reads only the student's and teacher's logits.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,11 @@ def cross_entropy_loss(batch: LossBatch) -> torch.Tensor:
     return F.cross_entropy(batch.student_logits, batch.targets)
 
 
+def _check_temperature(temperature: float) -> None:
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature} (check its schedule's floor)")
+
+
 def soft_target_kl(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -20,6 +29,7 @@ def soft_target_kl(
 
     The T² factor keeps the gradient's size independent of the temperature.
     """
+    _check_temperature(temperature)
     student_log_probs = F.log_softmax(student_logits / temperature, dim=1)
     teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=1)
     kl = F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="batchmean")
@@ -28,14 +38,95 @@ def soft_target_kl(
 
 def kd_loss(batch: LossBatch, temperature: float = 4.0, alpha: float = 0.9) -> torch.Tensor:
     """Hinton KD: alpha · T² · KL(teacher_T ‖ student_T) + (1 - alpha) · CE(student, labels)."""
-    assert batch.teacher_logits is not None
     soft = soft_target_kl(batch.student_logits, batch.teacher_logits, temperature)
     hard = F.cross_entropy(batch.student_logits, batch.targets)
     return alpha * soft + (1.0 - alpha) * hard
 
 
+def hard_kd_loss(batch: LossBatch, alpha: float = 0.5) -> torch.Tensor:
+    """Hard-label KD: alpha · CE(student, teacher argmax) + (1 - alpha) · CE(student, labels)."""
+    teacher_labels = batch.teacher_logits.argmax(dim=1)
+    return alpha * F.cross_entropy(batch.student_logits, teacher_labels) + (
+        1.0 - alpha
+    ) * F.cross_entropy(batch.student_logits, batch.targets)
+
+
+def dkd_loss(
+    batch: LossBatch,
+    temperature: float = 4.0,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+    ce_weight: float = 1.0,
+) -> torch.Tensor:
+    """Decoupled KD: ce_weight · CE + alpha · TCKD + beta · NCKD (Zhao et al., CVPR 2022).
+
+    TCKD is the KL between teacher and student binary (target, non-target) probabilities,
+    NCKD the KL between their distributions over the non-target classes; both times T².
+    """
+    _check_temperature(temperature)
+    student, teacher = batch.student_logits / temperature, batch.teacher_logits / temperature
+    target = F.one_hot(batch.targets, student.shape[1]).bool()
+    p_student, p_teacher = student.softmax(dim=1), teacher.softmax(dim=1)
+    binary_student = torch.stack(
+        [p_student[target], p_student.masked_fill(target, 0).sum(dim=1)], dim=1
+    )
+    binary_teacher = torch.stack(
+        [p_teacher[target], p_teacher.masked_fill(target, 0).sum(dim=1)], dim=1
+    )
+    tckd = F.kl_div(binary_student.log(), binary_teacher, reduction="batchmean")
+    # Masking the target logit out leaves the softmax over the non-target classes.
+    nckd = F.kl_div(
+        F.log_softmax(student.masked_fill(target, -1e9), dim=1),
+        F.log_softmax(teacher.masked_fill(target, -1e9), dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    scale = temperature * temperature
+    return ce_weight * F.cross_entropy(batch.student_logits, batch.targets) + scale * (
+        alpha * tckd + beta * nckd
+    )
+
+
+def _pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each row of ``a`` with the same row of ``b``."""
+    return F.cosine_similarity(a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True))
+
+
+def dist_loss(
+    batch: LossBatch,
+    temperature: float = 4.0,
+    beta: float = 2.0,
+    gamma: float = 2.0,
+    ce_weight: float = 1.0,
+) -> torch.Tensor:
+    """DIST: ce_weight · CE + T² · (beta · inter + gamma · intra) (Huang et al., NeurIPS 2022).
+
+    inter = 1 - mean Pearson correlation between student and teacher predictions of each
+    sample; intra = the same for each class across the batch.
+    """
+    _check_temperature(temperature)
+    p_student = (batch.student_logits / temperature).softmax(dim=1)
+    p_teacher = (batch.teacher_logits / temperature).softmax(dim=1)
+    inter = 1 - _pearson_rows(p_student, p_teacher).mean()
+    intra = 1 - _pearson_rows(p_student.t(), p_teacher.t()).mean()
+    return ce_weight * F.cross_entropy(batch.student_logits, batch.targets) + (
+        temperature * temperature
+    ) * (beta * inter + gamma * intra)
+
+
 @hookimpl
 def kdsweep_register_losses(registry: Registry) -> None:
-    """Register ``ce`` and ``kd``."""
+    """Register ``ce``, ``kd``, ``hard_kd``, ``dkd`` and ``dist``."""
     registry.add_loss("ce", cross_entropy_loss, needs_teacher=False)
     registry.add_loss("kd", kd_loss, params={"temperature": 4.0, "alpha": 0.9})
+    registry.add_loss("hard_kd", hard_kd_loss, params={"alpha": 0.5})
+    registry.add_loss(
+        "dkd",
+        dkd_loss,
+        params={"temperature": 4.0, "alpha": 1.0, "beta": 8.0, "ce_weight": 1.0},
+    )
+    registry.add_loss(
+        "dist",
+        dist_loss,
+        params={"temperature": 4.0, "beta": 2.0, "gamma": 2.0, "ce_weight": 1.0},
+    )

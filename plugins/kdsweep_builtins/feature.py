@@ -1,0 +1,98 @@
+"""Built-in feature-based losses: ``fitnet`` (Romero et al. 2015) and ``at`` (attention
+transfer, Zagoruyko & Komodakis 2017).
+
+They read intermediate layers named by their ``student_layer`` and ``teacher_layer``
+params; kdsweep captures those with forward hooks. Use them as terms added to ``kd`` or
+``ce`` (``[loss.add.fitnet]``): alone they ignore the labels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdsweep.plugin import FeatureShapes, LossBatch, Registry, hookimpl, split_layers
+
+LAYERS = {"student_layer": "student", "teacher_layer": "teacher"}
+
+
+class FitNetLoss(nn.Module):
+    """FitNets hint: MSE(connector(student layer), teacher layer).
+
+    The connector, trained with the student, maps student channels to teacher channels:
+    a 1x1 convolution for feature maps, a linear map for vectors. A student map of another
+    spatial size is average-pooled to the teacher's.
+    """
+
+    def __init__(
+        self,
+        shapes: FeatureShapes,
+        student_layer: str = "penultimate",
+        teacher_layer: str = "penultimate",
+    ) -> None:
+        super().__init__()
+        student_shape, teacher_shape = shapes.student[student_layer], shapes.teacher[teacher_layer]
+        if len(student_shape) != len(teacher_shape) or len(student_shape) not in (1, 3):
+            raise ValueError(
+                "fitnet pairs a feature map with a feature map or a vector with a vector; got "
+                f"student {student_layer} {student_shape}, teacher {teacher_layer} {teacher_shape}"
+            )
+        self.spatial = tuple(teacher_shape[1:])
+        self.connector = (
+            nn.Conv2d(student_shape[0], teacher_shape[0], kernel_size=1, bias=False)
+            if len(student_shape) == 3
+            else nn.Linear(student_shape[0], teacher_shape[0], bias=False)
+        )
+
+    def forward(
+        self,
+        batch: LossBatch,
+        student_layer: str = "penultimate",
+        teacher_layer: str = "penultimate",
+    ) -> torch.Tensor:
+        student = batch.student_features[student_layer]
+        if student.dim() == 4 and tuple(student.shape[2:]) != self.spatial:
+            student = F.adaptive_avg_pool2d(student, self.spatial)
+        return F.mse_loss(self.connector(student), batch.teacher_features[teacher_layer])
+
+
+def attention_map(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """Spatial attention of a (B, C, H, W) map: mean over channels of |f|^p, L2-normalised."""
+    return F.normalize(features.abs().pow(p).mean(dim=1).flatten(1), dim=1)
+
+
+def attention_transfer_loss(
+    batch: LossBatch, student_layer: str = "", teacher_layer: str = "", p: float = 2.0
+) -> torch.Tensor:
+    """AT: sum over layer pairs of mean((A_student - A_teacher)²), A = attention_map."""
+    student_layers, teacher_layers = split_layers(student_layer), split_layers(teacher_layer)
+    if len(student_layers) != len(teacher_layers):
+        raise ValueError(
+            f"at pairs layers one to one: {len(student_layers)} student and "
+            f"{len(teacher_layers)} teacher layers given"
+        )
+    total = torch.zeros((), device=batch.student_logits.device)
+    for s_name, t_name in zip(student_layers, teacher_layers, strict=True):
+        student, teacher = batch.student_features[s_name], batch.teacher_features[t_name]
+        if student.shape[2:] != teacher.shape[2:]:
+            student = F.adaptive_avg_pool2d(student, teacher.shape[2:])
+        total = total + (attention_map(student, p) - attention_map(teacher, p)).pow(2).mean()
+    return total
+
+
+@hookimpl
+def kdsweep_register_losses(registry: Registry) -> None:
+    """Register ``fitnet`` and ``at``."""
+    registry.add_loss(
+        "fitnet",
+        FitNetLoss,
+        params={"student_layer": "penultimate", "teacher_layer": "penultimate"},
+        layers=LAYERS,
+    )
+    registry.add_loss(
+        "at",
+        attention_transfer_loss,
+        params={"student_layer": "", "teacher_layer": "", "p": 2.0},
+        layers=LAYERS,
+    )
