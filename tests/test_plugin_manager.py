@@ -9,7 +9,11 @@ import pytest
 from kdsweep.errors import PluginError
 from kdsweep.plugin.manager import load_registry
 
-BUILTINS = {ep.name for ep in importlib.metadata.distribution("kdsweep").entry_points}
+BUILTINS = {
+    ep.name
+    for ep in importlib.metadata.distribution("kdsweep").entry_points
+    if ep.group == "kdsweep"
+}
 
 
 def _plugin(tmp_path: Path, name: str, body: str) -> Path:
