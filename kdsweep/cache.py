@@ -31,6 +31,15 @@ def data_fingerprint(data: DataSplits) -> str:
     return digest.hexdigest()
 
 
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def content_key(description: Mapping[str, Any]) -> str:
     """A short stable hash of a JSON-serialisable description."""
     payload = json.dumps({"format": CACHE_FORMAT, **description}, sort_keys=True, default=str)

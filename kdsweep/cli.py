@@ -51,8 +51,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         else load_registry(args.plugin, base_dir=Path.cwd())
     )
     table = Table(title="kdsweep components")
-    for header in ("kind", "name", "plugin", "version", "params", "description"):
-        table.add_column(header)
+    for header in ("kind", "name", "plugin", "version"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("params")
+    table.add_column("description")
     for kind in KINDS:
         for component in registry.components(kind):
             params = ", ".join(f"{k}={v}" for k, v in component.params.items())

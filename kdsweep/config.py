@@ -23,6 +23,7 @@ from kdsweep.schema import (
     STUDENT_DEFAULTS,
     STUDY_FIELDS,
     TEACHER_DEFAULTS,
+    TEACHER_FIELDS,
     TRAIN_FIELDS,
     WEIGHT_FIELD,
     Field,
@@ -149,10 +150,15 @@ class _Validator:
         tree = {
             "data": self._data(raw.get("data", {})),
             "teacher": {
-                **self._model({"teacher": teacher_raw}, "teacher", TEACHER_DEFAULTS, TRAIN_FIELDS),
+                **self._model(
+                    {"teacher": teacher_raw},
+                    "teacher",
+                    TEACHER_DEFAULTS,
+                    {**TEACHER_FIELDS, **TRAIN_FIELDS},
+                ),
                 "extra": extra_teachers,
             },
-            "student": self._model(raw, "student", STUDENT_DEFAULTS, {}),
+            "student": self._model(raw, "student", STUDENT_DEFAULTS, MODEL_FIELDS),
             "train": self._fixed(raw, "train", TRAIN_FIELDS),
             "loss": {
                 **self._component(loss_raw, "loss", "name", "kd", Where(self.path, "loss")),
@@ -195,12 +201,23 @@ class _Validator:
         raw: Mapping[str, Any],
         section: str,
         defaults: Mapping[str, Any],
-        train_fields: Mapping[str, Field],
+        spec: Mapping[str, Field],
     ) -> dict[str, Any]:
-        spec = {**MODEL_FIELDS, **train_fields}
         values = self._fixed(raw, section, spec, defaults)
-        self._known_component(section, values["model"], Where(self.path, section, "model"))
+        kind = section.split(".")[0]
+        self._known_component(kind, values["model"], Where(self.path, section, "model"))
+        if values.get("weights") is not None:
+            values["weights"] = self._existing_file(
+                values["weights"], Where(self.path, section, "weights")
+            )
         return values
+
+    def _existing_file(self, name: str, where: Where) -> str:
+        """An absolute path (relative ones resolve against the study file's folder)."""
+        path = Path(name) if Path(name).is_absolute() else self.path.parent / name
+        if not path.is_file():
+            raise where.fail(f"file not found: {path.resolve()}", name)
+        return str(path.resolve())
 
     def _extra_teachers(self, given: Any) -> list[dict[str, Any]]:
         """``[teacher] extra = [{ model = "mlp", width = 64 }, ...]``: further teachers."""
@@ -212,10 +229,9 @@ class _Validator:
         teachers = []
         for number, table in enumerate(given):
             section = f"teacher.extra.{number}"
-            values = self._fixed({section: table}, section, MODEL_FIELDS, {"width": None})
+            values = self._model({section: table}, section, {"width": None}, TEACHER_FIELDS)
             if values["width"] is None:
                 raise Where(self.path, section, "width").fail("missing")
-            self._known_component("teacher", values["model"], Where(self.path, section, "model"))
             teachers.append(values)
         return teachers
 
@@ -307,9 +323,11 @@ def _trial_settings(tree: Mapping[str, Any], registry: Registry) -> TrialSetting
         dataset=_choice(
             tree["data"], "dataset", registry.get("dataset", tree["data"]["dataset"]).params
         ),
-        teacher=ModelChoice(teacher["model"], teacher["width"]),
+        teacher=ModelChoice(teacher["model"], teacher["width"], teacher["weights"]),
         teacher_train=TrainSettings(**{k: v for k, v in teacher.items() if k in train_keys}),
-        extra_teachers=tuple(ModelChoice(t["model"], t["width"]) for t in teacher["extra"]),
+        extra_teachers=tuple(
+            ModelChoice(t["model"], t["width"], t["weights"]) for t in teacher["extra"]
+        ),
         student=ModelChoice(tree["student"]["model"], tree["student"]["width"]),
         train=TrainSettings(**tree["train"]),
         loss=_choice(tree["loss"], "name", registry.get("loss", tree["loss"]["name"]).params),

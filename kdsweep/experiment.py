@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from kdsweep import engine, objective
-from kdsweep.cache import ModelCache, content_key, data_fingerprint
+from kdsweep.cache import ModelCache, content_key, data_fingerprint, file_digest
 from kdsweep.components import DataSplits
 from kdsweep.config import Study
 from kdsweep.errors import ConfigError, KdsweepError, PluginError
@@ -60,7 +60,9 @@ class Experiment:
     def check_models(self) -> None:
         """Build every model once and check the loss layers: errors before any training."""
         for number, choice in enumerate(self.base.teachers):
-            self._build("teacher", choice, self._teacher_where(number))
+            model = self._build("teacher", choice, self._teacher_where(number))
+            if choice.weights:
+                self._load_weights(model, choice.weights, number)
         for model, width in self._reachable_students():
             self._build("student", ModelChoice(model, width), "[student] width / [search] width")
         for settings in self._reachable_losses():
@@ -91,9 +93,13 @@ class Experiment:
     def teacher(self, number: int = 0, on_epoch: engine.EpochCallback | None = None) -> ModelRecord:
         """Teacher ``number``'s record; trains it (and caches it) unless the cache has it."""
         if number not in self._teachers:
-            model, record = self._trained(
-                "teachers", "teacher", self.base.teachers[number], self.base.teacher_train, on_epoch
-            )
+            choice = self.base.teachers[number]
+            if choice.weights:
+                model, record = self._pretrained(number, choice)
+            else:
+                model, record = self._trained(
+                    "teachers", "teacher", choice, self.base.teacher_train, on_epoch
+                )
             model.eval()
             self._teachers[number] = (
                 model,
@@ -218,6 +224,42 @@ class Experiment:
             if dim.path == "loss.name":
                 return [self.study.resolve({"loss.name": name}) for name in dim.choices]
         return [self.base]
+
+    def _pretrained(self, number: int, choice: ModelChoice) -> tuple[nn.Module, ModelRecord]:
+        """A teacher loaded from its weights file and evaluated, not trained."""
+        model = self._build("teacher", choice, self._teacher_where(number))
+        self._load_weights(model, choice.weights, number)
+        record = ModelRecord(
+            key=content_key({"weights": file_digest(choice.weights), "model": asdict(choice)}),
+            model=choice.model,
+            width=choice.width,
+            val_accuracy=engine.accuracy(model, self.data.val_x, self.data.val_y),
+            test_accuracy=engine.accuracy(model, self.data.test_x, self.data.test_y),
+            params=engine.count_params(model),
+            train_time_s=0.0,
+            cached=True,
+        )
+        return model, record
+
+    def _load_weights(self, model: nn.Module, path: str, number: int) -> None:
+        """Load a state dict saved with ``torch.save(model.state_dict(), path)``."""
+        where = "[teacher] weights" if number == 0 else f"[teacher] extra[{number - 1}] weights"
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:
+            raise ConfigError(
+                f"{self.study.path}: {where} = {path!r}: unreadable checkpoint: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        try:
+            model.load_state_dict(state)
+        except Exception as exc:
+            message = " ".join(str(exc).split())[:500]
+            raise ConfigError(
+                f"{self.study.path}: {where} = {path!r}: does not fit the model: {message}"
+            ) from None
 
     def _teacher_where(self, number: int) -> str:
         return "[teacher] width" if number == 0 else f"[teacher] extra[{number - 1}] width"

@@ -78,6 +78,7 @@ TRAIN_FIELDS = {
 }
 WEIGHT_FIELD = Field(float, 1.0, non_negative)  # of a loss term added to the main loss
 MODEL_FIELDS = {"model": Field(str, "cnn"), "width": Field("number", None, positive)}
+TEACHER_FIELDS = {**MODEL_FIELDS, "weights": Field(str, None)}  # weights: a local state dict
 TEACHER_DEFAULTS = {"width": 32, "epochs": 30}
 STUDENT_DEFAULTS = {"width": 8}
 

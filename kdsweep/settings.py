@@ -27,9 +27,11 @@ class ModelChoice:
 
     model: str
     width: float
+    weights: str | None = None  # a local state-dict file; the model is then not trained
 
     def __str__(self) -> str:
-        return f"{self.model}(width={self.width})"
+        loaded = f", weights={self.weights}" if self.weights else ""
+        return f"{self.model}(width={self.width}{loaded})"
 
 
 @dataclass(frozen=True)
