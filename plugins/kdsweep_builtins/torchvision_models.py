@@ -8,8 +8,6 @@ Pre-trained weights come from a local file (``[teacher] weights``), never a down
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
 
@@ -33,14 +31,19 @@ def build_torchvision(
 
     builder = torchvision.models.get_model_builder(name)
     kwargs: dict = {"weights": None, "num_classes": num_classes}
-    if "width_mult" in inspect.signature(builder).parameters:
+    if width != 1:
         kwargs["width_mult"] = float(width)
-    elif width != 1:
-        raise ValueError(f"torchvision model '{name}' has no width multiplier: use width = 1")
     if name.startswith("inception") or name == "googlenet":
         kwargs["aux_logits"] = False
         kwargs["init_weights"] = True
-    model = builder(**kwargs)
+    try:
+        model = builder(**kwargs)
+    except TypeError as exc:
+        if "width_mult" not in str(exc):
+            raise
+        raise ValueError(
+            f"torchvision model '{name}' has no width multiplier: use width = 1"
+        ) from None
     if input_shape[0] == 1:
         return nn.Sequential(_ThreeChannels(), model)
     return model
