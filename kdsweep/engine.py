@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kdsweep.augment import make_augment
 from kdsweep.components import DataSplits, LossBatch
 from kdsweep.features import FeatureTap
 from kdsweep.settings import TrainSettings
@@ -66,13 +67,14 @@ class Objective:
 class Teachers:
     """What the students learn from.
 
-    :param logits: each teacher's logits on the whole training set, computed once.
-    :param model: the first teacher, run per batch (eval mode, no gradients) only when the
-        objective reads its layers.
+    :param models: the teachers, in eval mode.
+    :param logits: each teacher's logits on the whole training set, computed once; used
+        when the batch is not augmented and no teacher layer is read. Otherwise the
+        teachers run on each batch (no gradients), so they see exactly the student's view.
     """
 
+    models: tuple[nn.Module, ...] = ()
     logits: tuple[torch.Tensor, ...] = ()
-    model: nn.Module | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,10 @@ def fit(
     models = [models] if isinstance(models, nn.Module) else list(models)
     teachers = teachers or Teachers()
     device = data.train_x.device
+    augment = make_augment(settings.augment, settings.crop_padding, settings.seed + 1, device)
+    per_batch_teachers = bool(teachers.models) and (
+        augment is not None or bool(objective.teacher_layers) or not teachers.logits
+    )
     generator = torch.Generator().manual_seed(settings.seed)
     trained = nn.ModuleList([*models, *objective.modules])
     optimizer = make_optimizer(trained, settings)
@@ -207,11 +213,14 @@ def fit(
             loss_sum = torch.zeros((), device=device)
             for index in order.tensor_split(n_batches):
                 inputs, targets = data.train_x[index], data.train_y[index]
+                if augment is not None:
+                    inputs = augment(inputs)
                 outputs = [model(inputs) for model in models]
-                teacher_logits = tuple(logits[index] for logits in teachers.logits)
-                if teacher_tap is not None:
+                if per_batch_teachers:
                     with torch.no_grad():
-                        teacher_logits = (teachers.model(inputs), *teacher_logits[1:])
+                        teacher_logits = tuple(teacher(inputs) for teacher in teachers.models)
+                else:
+                    teacher_logits = tuple(logits[index] for logits in teachers.logits)
                 value = torch.zeros((), device=device)
                 for k, logits in enumerate(outputs):
                     batch = LossBatch(
@@ -256,7 +265,7 @@ def _teacher_tap(teachers: Teachers, objective: Objective) -> FeatureTap | nullc
     """A tap on the teacher when the objective reads its layers (the teacher in eval mode)."""
     if not objective.teacher_layers:
         return nullcontext()
-    if teachers.model is None:
+    if not teachers.models:
         raise ValueError("the objective reads teacher layers but no teacher model was given")
-    teachers.model.eval()
-    return FeatureTap(teachers.model, objective.teacher_layers)
+    teachers.models[0].eval()
+    return FeatureTap(teachers.models[0], objective.teacher_layers)

@@ -53,8 +53,9 @@ class Experiment:
         self.base = study.resolve()
         self.data = self._load_data().to(device)
         self.fingerprint = data_fingerprint(self.data)
-        # teacher number -> (model in eval mode, logits on the training set, record)
-        self._teachers: dict[int, tuple[nn.Module, torch.Tensor, ModelRecord]] = {}
+        # teacher number -> (model in eval mode, record); logits on the training set, once
+        self._teachers: dict[int, tuple[nn.Module, ModelRecord]] = {}
+        self._teacher_logits: tuple[torch.Tensor, ...] = ()
         self._baselines: dict[float, ModelRecord] = {}
 
     def check_models(self) -> None:
@@ -100,13 +101,22 @@ class Experiment:
                 model, record = self._trained(
                     "teachers", "teacher", choice, self.base.teacher_train, on_epoch
                 )
-            model.eval()
-            self._teachers[number] = (
-                model,
-                engine.predict_logits(model, self.data.train_x),
-                record,
+            self._teachers[number] = (model.eval(), record)
+        return self._teachers[number][1]
+
+    def teacher_signal(self, settings: TrialSettings) -> engine.Teachers:
+        """Every teacher, with its training-set logits computed once unless the trial
+        augments its batches (then the teachers run on each augmented batch)."""
+        for number in range(len(self.base.teachers)):
+            self.teacher(number)
+        models = tuple(model for model, _ in self._teachers.values())
+        if settings.train.augment != "none":
+            return engine.Teachers(models=models)
+        if not self._teacher_logits:
+            self._teacher_logits = tuple(
+                engine.predict_logits(model, self.data.train_x) for model in models
             )
-        return self._teachers[number][2]
+        return engine.Teachers(models=models, logits=self._teacher_logits)
 
     def baseline(self, width: float, on_epoch: engine.EpochCallback | None = None) -> ModelRecord:
         """The student at ``width`` trained without distillation (``ce``), cached like a teacher."""
@@ -139,17 +149,12 @@ class Experiment:
         ]
         teachers = None
         if any(component.needs_teacher for component, _ in terms):
-            for number in range(len(self.base.teachers)):
-                self.teacher(number)
-            teachers = engine.Teachers(
-                logits=tuple(logits for _, logits, _ in self._teachers.values()),
-                model=self._teachers[0][0],
-            )
+            teachers = self.teacher_signal(settings)
         return engine.fit(
             students,
             self.data,
             settings.train,
-            self._objective(settings, terms, students[0], teachers and teachers.model),
+            self._objective(settings, terms, students[0], teachers and teachers.models[0]),
             teachers=teachers,
             lr_schedule=self._schedule(settings, "lr"),
             on_epoch=on_epoch,
@@ -179,7 +184,10 @@ class Experiment:
         for generation in range(1, settings.loss.params["generations"] + 1):
             previous.eval()
             teachers = engine.Teachers(
-                logits=(engine.predict_logits(previous, self.data.train_x),), model=previous
+                models=(previous,),
+                logits=()
+                if settings.train.augment != "none"
+                else (engine.predict_logits(previous, self.data.train_x),),
             )
             student = self._build(
                 "student", settings.student, "[student]", seed=settings.train.seed + generation

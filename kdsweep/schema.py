@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdsweep.augment import AUGMENTATIONS
 from kdsweep.errors import ConfigError, UnknownComponentError
 from kdsweep.registry import Component, Registry
 from kdsweep.settings import TrainSettings
@@ -75,6 +76,8 @@ TRAIN_FIELDS = {
     "optimizer": Field(str, TrainSettings.optimizer, one_of(OPTIMIZERS)),
     "seed": Field(int, TrainSettings.seed),
     "warmup_epochs": Field(int, TrainSettings.warmup_epochs, non_negative),
+    "augment": Field(str, TrainSettings.augment, one_of(AUGMENTATIONS)),
+    "crop_padding": Field(int, TrainSettings.crop_padding, non_negative),
 }
 WEIGHT_FIELD = Field(float, 1.0, non_negative)  # of a loss term added to the main loss
 MODEL_FIELDS = {"model": Field(str, "cnn"), "width": Field("number", None, positive)}

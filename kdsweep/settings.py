@@ -17,6 +17,8 @@ class TrainSettings:
     momentum: float = 0.9  # SGD only
     weight_decay: float = 5e-4
     warmup_epochs: int = 0  # linear learning-rate warm-up before the lr schedule starts
+    augment: str = "none"  # none | crop | flip | crop_flip, on batched tensors on the device
+    crop_padding: int = 4  # pixels of zero padding before a random crop
     optimizer: str = "sgd"  # sgd | adam | adamw
     seed: int = 0
 

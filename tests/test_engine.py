@@ -63,7 +63,7 @@ def test_scheduled_values_and_learning_rate_are_reported_per_epoch() -> None:
         DATA,
         settings,
         engine.Objective((term,)),
-        teachers=engine.Teachers((logits,)),
+        teachers=engine.Teachers(logits=(logits,)),
         lr_schedule=halving,
         on_epoch=reports.append,
     )
@@ -88,7 +88,7 @@ def test_teacher_logits_reach_the_loss_indexed_like_the_batch() -> None:
         DATA,
         TrainSettings(epochs=1, batch_size=100),
         engine.Objective.of(spy),
-        teachers=engine.Teachers((fake_teacher,)),
+        teachers=engine.Teachers(logits=(fake_teacher,)),
     )
     assert seen and all(seen)
 
