@@ -24,10 +24,11 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
     rows = top + torch.arange(height, device=x.device)  # (B, H)
     cols = left + torch.arange(width, device=x.device)  # (B, W)
     samples = torch.arange(batch, device=x.device)[:, None, None]
-    # Advanced indexing puts the indexed dimensions first: (B, H, W, C).
-    return padded.permute(0, 2, 3, 1)[samples, rows[:, :, None], cols[:, None, :]].permute(
-        0, 3, 1, 2
-    )
+    # Advanced indexing puts the indexed dimensions first: (B, H, W, C). The result is made
+    # contiguous: convolutions are faster on it, and torch's CPU convolution backward was
+    # seen to crash on this stride pattern with few channels.
+    crops = padded.permute(0, 2, 3, 1)[samples, rows[:, :, None], cols[:, None, :]]
+    return crops.permute(0, 3, 1, 2).contiguous()
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
