@@ -353,11 +353,9 @@ def _rows(summary: StudySummary) -> list[Row]:
             )
         trial = summary.best.get(width)
         if trial is not None:
-            shown = ", ".join(
-                f"{k.rsplit('.', 1)[-1]}={_short(v)}"
-                for k, v in trial.params.items()
-                if k != "student.width"
-            )
+            params = {k: v for k, v in trial.params.items() if k != "student.width"}
+            names = short_names(list(params))
+            shown = ", ".join(f"{names[k]}={_short(v)}" for k, v in params.items())
             gain = None if baseline is None else trial.test_accuracy - baseline.test_accuracy
             rows.append(
                 Row(
@@ -372,6 +370,22 @@ def _rows(summary: StudySummary) -> list[Row]:
                 )
             )
     return rows
+
+
+def short_names(paths: list[str]) -> dict[str, str]:
+    """The shortest dotted suffix of each path that no other path ends with."""
+    names = {}
+    for path in paths:
+        parts = path.split(".")
+        for size in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-size:])
+            taken = any(
+                other.endswith("." + suffix) or other == suffix for other in paths if other != path
+            )
+            if not taken and suffix != "name":  # "name" alone says too little
+                break
+        names[path] = suffix
+    return names
 
 
 def _short(value: Any) -> str:

@@ -3,7 +3,15 @@ from __future__ import annotations
 import math
 
 import pytest
-from kdsweep_builtins.schedules import constant, cosine, exponential, linear, onecycle, step
+from kdsweep_builtins.schedules import (
+    constant,
+    cosine,
+    exponential,
+    linear,
+    multistep,
+    onecycle,
+    step,
+)
 
 
 def test_constant_keeps_the_value() -> None:
@@ -47,3 +55,8 @@ def test_onecycle_rises_to_base_then_anneals_far_below() -> None:
     assert values.index(max(values)) == 3  # progress 0.3 is the peak
     assert values[-1] == pytest.approx(1.0 / (25 * 1e4))
     assert values[:4] == sorted(values[:4]) and values[3:] == sorted(values[3:], reverse=True)
+
+
+def test_multistep_decays_at_each_milestone() -> None:
+    values = [multistep(1.0, e, 8, milestones="2, 5", gamma=0.5) for e in range(8)]
+    assert values == pytest.approx([1, 1, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25])

@@ -1,4 +1,4 @@
-"""Built-in schedules: constant, linear, exponential, cosine, step and onecycle.
+"""Built-in schedules: constant, linear, exponential, cosine, step, multistep, onecycle.
 
 A schedule maps the configured value (``base``: the temperature T, the loss weight alpha
 or the learning rate) and the 0-based epoch to the value in force during that epoch.
@@ -46,6 +46,14 @@ def step(base: float, epoch: int, epochs: int, gamma: float = 0.1, step_size: in
     return base * gamma ** (epoch // step_size)
 
 
+def multistep(
+    base: float, epoch: int, epochs: int, milestones: str = "150,180,210", gamma: float = 0.1
+) -> float:
+    """Multiply by ``gamma`` at each epoch listed in ``milestones`` (comma-separated)."""
+    marks = [int(mark) for mark in milestones.split(",") if mark.strip()]
+    return base * gamma ** sum(epoch >= mark for mark in marks)
+
+
 def onecycle(
     base: float,
     epoch: int,
@@ -77,6 +85,9 @@ def kdsweep_register_schedules(registry: Registry) -> None:
     registry.add_schedule("exponential", exponential, params={"floor": 1.0})
     registry.add_schedule("cosine", cosine, params={"floor": 0.0})
     registry.add_schedule("step", step, params={"gamma": 0.1, "step_size": 10})
+    registry.add_schedule(
+        "multistep", multistep, params={"milestones": "150,180,210", "gamma": 0.1}
+    )
     registry.add_schedule(
         "onecycle",
         onecycle,
