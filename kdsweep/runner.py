@@ -217,6 +217,11 @@ def component_tags(study: Study, settings: TrialSettings) -> dict[str, str]:
             f"schedule.{target}": ("schedule", choice.name)
             for target, choice in settings.schedules.items()
         },
+        **{f"loss.add.{term.name}": ("loss", term.name) for term in settings.extra_losses},
+        **{
+            f"teacher.extra.{number}": ("teacher", choice.model)
+            for number, choice in enumerate(settings.extra_teachers)
+        },
     }
     tags = {}
     for role, (kind, name) in chosen.items():

@@ -18,6 +18,10 @@ def test_plugins_lists_builtins_with_origin_and_params(capsys) -> None:
     assert "temperature=4.0" in kd_line and "alpha=0.9" in kd_line
     for name in ("digits", "cnn", "mlp", "ce", "constant", "linear", "exponential"):
         assert f" {name} " in out
+    lines = out.splitlines()
+    for name in ("dkd", "dist", "fitnet", "at", "rkd", "sp", "multi_teacher", "dml"):
+        (line,) = [line for line in lines if f" {name} " in line and "│ loss" in line]
+        assert "=" in line  # its hyperparameters with their defaults
 
 
 def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
