@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from kdsweep.plugin import LossBatch, Registry, hookimpl
+from kdsweep_builtins.losses import check_temperature
 
 MAX_TEACHERS = 4
 
@@ -30,8 +31,7 @@ def multi_teacher_loss(
     teachers = batch.all_teacher_logits
     if not 1 <= len(teachers) <= MAX_TEACHERS:
         raise ValueError(f"multi_teacher takes 1 to {MAX_TEACHERS} teachers, got {len(teachers)}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_temperature(temperature)
     weights = [weight_0, weight_1, weight_2, weight_3][: len(teachers)]
     if min(weights) < 0 or sum(weights) <= 0:
         raise ValueError(f"teacher weights must be >= 0 and not all 0, got {weights}")

@@ -9,6 +9,7 @@ own. Inputs are standardised per channel with training-set statistics.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -61,23 +62,6 @@ def standardised_splits(
     )
 
 
-def _limited(x: torch.Tensor, y: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return (x[:limit], y[:limit]) if limit > 0 else (x, y)
-
-
-def _mnist_like(
-    dataset_class: type, root: str, download: bool, val_fraction: float, split_seed: int, limit: int
-) -> DataSplits:
-    parts = []
-    for train in (True, False):
-        dataset = dataset_class(root, train=train, download=download)
-        images = dataset.data.unsqueeze(1).float() / 255  # (N, 1, 28, 28)
-        parts += _limited(images, dataset.targets.long(), limit)
-    return standardised_splits(
-        *parts, num_classes=10, val_fraction=val_fraction, split_seed=split_seed
-    )
-
-
 def _require(path: Path, download: bool, what: str) -> None:
     if not download and not path.exists():
         raise FileNotFoundError(
@@ -86,49 +70,30 @@ def _require(path: Path, download: bool, what: str) -> None:
         )
 
 
-def load_mnist(
-    root: str = "data",
-    download: bool = False,
-    val_fraction: float = 0.1,
-    split_seed: int = 0,
-    limit: int = 0,
-) -> DataSplits:
-    """MNIST handwritten digits, 28x28 grey (files under ``root``/MNIST/raw)."""
-    from torchvision.datasets import MNIST
-
-    _require(Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte", download, "MNIST")
-    return _mnist_like(MNIST, root, download, val_fraction, split_seed, limit)
+Parts = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # train x, y; test x, y
 
 
-def load_fashion_mnist(
-    root: str = "data",
-    download: bool = False,
-    val_fraction: float = 0.1,
-    split_seed: int = 0,
-    limit: int = 0,
-) -> DataSplits:
-    """Fashion-MNIST clothing images, 28x28 grey (files under ``root``/FashionMNIST/raw)."""
-    from torchvision.datasets import FashionMNIST
+def _read_mnist_like(class_name: str, root: str, download: bool) -> Parts:
+    import torchvision.datasets
 
-    raw = Path(root) / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"
-    _require(raw, download, "Fashion-MNIST")
-    return _mnist_like(FashionMNIST, root, download, val_fraction, split_seed, limit)
+    _require(Path(root) / class_name / "raw" / "train-images-idx3-ubyte", download, class_name)
+    dataset_class = getattr(torchvision.datasets, class_name)
+    parts: list[torch.Tensor] = []
+    for train in (True, False):
+        dataset = dataset_class(root, train=train, download=download)
+        parts += [dataset.data.unsqueeze(1).float() / 255, dataset.targets.long()]  # (N,1,28,28)
+    return tuple(parts)
 
 
-def _cifar(
-    dataset_class: type,
-    num_classes: int,
-    root: str,
-    download: bool,
-    val_fraction: float,
-    split_seed: int,
-    limit: int,
-) -> DataSplits:
-    _require(Path(root) / dataset_class.base_folder, download, dataset_class.__name__)
+def _read_cifar(class_name: str, root: str, download: bool) -> Parts:
+    import torchvision.datasets
+
+    dataset_class = getattr(torchvision.datasets, class_name)
+    _require(Path(root) / dataset_class.base_folder, download, class_name)
     if not download:
         # Local files are read as they are: the md5 sums only guard downloads.
         dataset_class = type(
-            dataset_class.__name__,
+            class_name,
             (dataset_class,),
             {
                 "train_list": [[name, None] for name, _ in dataset_class.train_list],
@@ -136,40 +101,54 @@ def _cifar(
                 "meta": {**dataset_class.meta, "md5": None},
             },
         )
-    parts = []
+    parts: list[torch.Tensor] = []
     for train in (True, False):
         dataset = dataset_class(root, train=train, download=download)
         images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).float() / 255
-        parts += _limited(images, torch.tensor(dataset.targets, dtype=torch.long), limit)
-    return standardised_splits(
-        *parts, num_classes=num_classes, val_fraction=val_fraction, split_seed=split_seed
-    )
+        parts += [images, torch.tensor(dataset.targets, dtype=torch.long)]
+    return tuple(parts)
 
 
-def load_cifar10(
-    root: str = "data",
-    download: bool = False,
-    val_fraction: float = 0.1,
-    split_seed: int = 0,
-    limit: int = 0,
-) -> DataSplits:
-    """CIFAR-10, 32x32 colour, 10 classes (``root``/cifar-10-batches-py)."""
-    from torchvision.datasets import CIFAR10
+def torchvision_dataset(
+    read: Callable[[str, str, bool], Parts], class_name: str, num_classes: int, description: str
+) -> Callable[..., DataSplits]:
+    """A loader with the common params for one of torchvision's datasets."""
 
-    return _cifar(CIFAR10, 10, root, download, val_fraction, split_seed, limit)
+    def load(
+        root: str = "data",
+        download: bool = False,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        limit: int = 0,
+    ) -> DataSplits:
+        train_x, train_y, test_x, test_y = read(class_name, root, download)
+        if limit > 0:  # the first ``limit`` images of each split, for quick runs
+            train_x, train_y, test_x, test_y = (
+                t[:limit] for t in (train_x, train_y, test_x, test_y)
+            )
+        return standardised_splits(
+            train_x, train_y, test_x, test_y, num_classes, val_fraction, split_seed
+        )
+
+    load.__doc__ = description
+    return load
 
 
-def load_cifar100(
-    root: str = "data",
-    download: bool = False,
-    val_fraction: float = 0.1,
-    split_seed: int = 0,
-    limit: int = 0,
-) -> DataSplits:
-    """CIFAR-100, 32x32 colour, 100 classes (``root``/cifar-100-python)."""
-    from torchvision.datasets import CIFAR100
-
-    return _cifar(CIFAR100, 100, root, download, val_fraction, split_seed, limit)
+load_mnist = torchvision_dataset(
+    _read_mnist_like, "MNIST", 10, "MNIST handwritten digits, 28x28 grey (root/MNIST/raw)."
+)
+load_fashion_mnist = torchvision_dataset(
+    _read_mnist_like,
+    "FashionMNIST",
+    10,
+    "Fashion-MNIST clothing, 28x28 grey (root/FashionMNIST/raw).",
+)
+load_cifar10 = torchvision_dataset(
+    _read_cifar, "CIFAR10", 10, "CIFAR-10, 32x32 colour, 10 classes (root/cifar-10-batches-py)."
+)
+load_cifar100 = torchvision_dataset(
+    _read_cifar, "CIFAR100", 100, "CIFAR-100, 32x32 colour, 100 classes (root/cifar-100-python)."
+)
 
 
 def load_image_folder(

@@ -17,7 +17,8 @@ def cross_entropy_loss(batch: LossBatch) -> torch.Tensor:
     return F.cross_entropy(batch.student_logits, batch.targets)
 
 
-def _check_temperature(temperature: float) -> None:
+def check_temperature(temperature: float) -> None:
+    """Refuse a temperature of 0 or less (a decaying schedule's floor may reach it)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature} (check its schedule's floor)")
 
@@ -29,7 +30,7 @@ def soft_target_kl(
 
     The T² factor keeps the gradient's size independent of the temperature.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     student_log_probs = F.log_softmax(student_logits / temperature, dim=1)
     teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=1)
     kl = F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="batchmean")
@@ -63,7 +64,7 @@ def dkd_loss(
     TCKD is the KL between teacher and student binary (target, non-target) probabilities,
     NCKD the KL between their distributions over the non-target classes; both times T².
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     student, teacher = batch.student_logits / temperature, batch.teacher_logits / temperature
     target = F.one_hot(batch.targets, student.shape[1]).bool()
     p_student, p_teacher = student.softmax(dim=1), teacher.softmax(dim=1)
@@ -104,7 +105,7 @@ def dist_loss(
     inter = 1 - mean Pearson correlation between student and teacher predictions of each
     sample; intra = the same for each class across the batch.
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     p_student = (batch.student_logits / temperature).softmax(dim=1)
     p_teacher = (batch.teacher_logits / temperature).softmax(dim=1)
     inter = 1 - _pearson_rows(p_student, p_teacher).mean()

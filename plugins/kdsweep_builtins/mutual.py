@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kdsweep.plugin import LossBatch, Registry, hookimpl
+from kdsweep_builtins.losses import check_temperature
 
 
 def dml_loss(
@@ -19,6 +20,7 @@ def dml_loss(
     """(1 - alpha) · CE + alpha · T² · mean over other peers j of KL(peer_j,T ‖ student_T)."""
     if not batch.peer_logits:
         raise ValueError(f"dml needs peers >= 2, got {peers}")
+    check_temperature(temperature)
     log_student = F.log_softmax(batch.student_logits / temperature, dim=1)
     kl = sum(
         F.kl_div(
