@@ -11,11 +11,19 @@ from __future__ import annotations
 import copy
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from kdsweep.errors import ConfigError
+from kdsweep.goals import (
+    DEFAULT_GOALS,
+    Constraint,
+    Goal,
+    GoalError,
+    parse_constraints,
+    parse_objectives,
+)
 from kdsweep.registry import Registry
 from kdsweep.schema import (
     MODEL_FIELDS,
@@ -48,6 +56,10 @@ class StudySettings:
     timeout: float | None = None
     sampler: str = "tpe"
     pruner: str = "median"
+    sampler_options: Mapping[str, Any] = field(default_factory=dict)
+    pruner_options: Mapping[str, Any] = field(default_factory=dict)
+    objectives: tuple[Goal, ...] = DEFAULT_GOALS
+    constraints: tuple[Constraint, ...] = ()
     seed: int = 0
     baseline: bool = True
     plugins: tuple[str, ...] = ()
@@ -142,7 +154,15 @@ class _Validator:
                 raise Where(self.path, name).fail("expected a table", value)
         if "name" not in raw.get("study", {}):
             raise Where(self.path, "study", "name").fail("missing: every study needs a name")
-        settings = StudySettings(**self._fixed(raw, "study", STUDY_FIELDS))
+        study_raw = dict(raw.get("study", {}))
+        goals = self._goals(study_raw)
+        choices = {kind: self._with_options(study_raw, kind) for kind in ("sampler", "pruner")}
+        settings = StudySettings(
+            **self._fixed({"study": study_raw}, "study", STUDY_FIELDS),
+            **goals,
+            sampler_options=choices["sampler"],
+            pruner_options=choices["pruner"],
+        )
         teacher_raw = dict(raw.get("teacher", {}))
         extra_teachers = self._extra_teachers(teacher_raw.pop("extra", []))
         loss_raw = dict(raw.get("loss", {}))
@@ -218,6 +238,35 @@ class _Validator:
         if not path.is_file():
             raise where.fail(f"file not found: {path.resolve()}", name)
         return str(path.resolve())
+
+    def _goals(self, study_raw: dict[str, Any]) -> dict[str, Any]:
+        """Pop and parse ``objectives`` and ``constraints``."""
+        goals: dict[str, Any] = {}
+        for key, parse in (("objectives", parse_objectives), ("constraints", parse_constraints)):
+            if key in study_raw:
+                value = study_raw.pop(key)
+                try:
+                    goals[key] = parse(value)
+                except GoalError as exc:
+                    raise Where(self.path, "study", key).fail(str(exc), value) from None
+        return goals
+
+    def _with_options(self, study_raw: dict[str, Any], kind: str) -> dict[str, Any]:
+        """``sampler = { name = "nsga2", population_size = 20 }``: keep the name in place and
+        return the options (checked against the sampler or pruner when the study opens)."""
+        value = study_raw.get(kind)
+        if not isinstance(value, dict):
+            return {}
+        options = dict(value)
+        if "name" not in options:
+            raise Where(self.path, "study", kind).fail("a table needs a name", value)
+        study_raw[kind] = options.pop("name")
+        for option, setting in options.items():
+            if not isinstance(setting, bool | int | float | str | list):
+                raise Where(self.path, "study", f"{kind}.{option}").fail(
+                    "expected a number, string, boolean or list", setting
+                )
+        return options
 
     def _extra_teachers(self, given: Any) -> list[dict[str, Any]]:
         """``[teacher] extra = [{ model = "mlp", width = 64 }, ...]``: further teachers."""

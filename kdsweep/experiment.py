@@ -15,6 +15,7 @@ from kdsweep import engine, objective
 from kdsweep.cache import ModelCache, content_key, data_fingerprint, file_digest
 from kdsweep.components import DataSplits
 from kdsweep.config import Study
+from kdsweep.costs import cost_metrics
 from kdsweep.errors import ConfigError, KdsweepError, PluginError
 from kdsweep.settings import ModelChoice, TrainSettings, TrialSettings
 
@@ -56,7 +57,8 @@ class Experiment:
         # teacher number -> (model in eval mode, record); logits on the training set, once
         self._teachers: dict[int, tuple[nn.Module, ModelRecord]] = {}
         self._teacher_logits: tuple[torch.Tensor, ...] = ()
-        self._baselines: dict[float, ModelRecord] = {}
+        self._baselines: dict[tuple[float, int], ModelRecord] = {}
+        self._costs: dict[tuple[str, float], dict[str, float]] = {}
 
     def check_models(self) -> None:
         """Build every model once and check the loss layers: errors before any training."""
@@ -118,14 +120,28 @@ class Experiment:
             )
         return engine.Teachers(models=models, logits=self._teacher_logits)
 
-    def baseline(self, width: float, on_epoch: engine.EpochCallback | None = None) -> ModelRecord:
-        """The student at ``width`` trained without distillation (``ce``), cached like a teacher."""
-        if width not in self._baselines:
+    def baseline(
+        self, width: float, on_epoch: engine.EpochCallback | None = None, seed: int | None = None
+    ) -> ModelRecord:
+        """The student at ``width`` trained without distillation (``ce``) with the study's
+        training settings and ``seed`` (default: the study's), cached like a teacher."""
+        train = self.base.train if seed is None else replace(self.base.train, seed=seed)
+        if (width, train.seed) not in self._baselines:
             choice = ModelChoice(self.base.student.model, width)
-            _, self._baselines[width] = self._trained(
-                "baselines", "student", choice, self.base.train, on_epoch
+            _, self._baselines[width, train.seed] = self._trained(
+                "baselines", "student", choice, train, on_epoch
             )
-        return self._baselines[width]
+        return self._baselines[width, train.seed]
+
+    def costs(self, settings: TrialSettings) -> dict[str, float]:
+        """FLOPs, latency, size and compression of the trial's student architecture."""
+        key = (settings.student.model, settings.student.width)
+        if key not in self._costs:
+            student = self._build("student", settings.student, "[student]")
+            teacher_params = self._teachers[0][1].params if 0 in self._teachers else None
+            batch = self.data.train_x[: settings.train.batch_size]
+            self._costs[key] = cost_metrics(student, batch, teacher_params)
+        return self._costs[key]
 
     def epochs(self, settings: TrialSettings) -> int:
         """Epochs a trial runs, all generations together."""

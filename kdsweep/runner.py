@@ -6,6 +6,8 @@ through its own module.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from kdsweep.engine import EpochReport, pick_device
 from kdsweep.errors import ConfigError
 from kdsweep.experiment import Experiment, ModelRecord
 from kdsweep.redact import redact_url
+from kdsweep.samplers import make_pruner, make_sampler
 from kdsweep.settings import TrialSettings
 
 
@@ -80,8 +83,9 @@ class StudySummary:
     locations: StudyLocations
     teacher: ModelRecord | None
     baselines: dict[float, ModelRecord]
-    best: dict[float, TrialRecord]  # best complete trial (by val_accuracy) per student width
+    best: dict[float, TrialRecord]  # best complete trial (primary objective) per width
     states: dict[str, int] = field(default_factory=dict)
+    pareto: list[int] = field(default_factory=list)  # trial numbers on the Pareto front
 
 
 def run_study(study: Study, options: RunOptions, display: Display | None = None) -> StudySummary:
@@ -89,12 +93,15 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
     display = display or Display()
     settings = study.settings
     locations = StudyLocations.of(study, options)
+    sampler = make_sampler(settings, study.search, study.path)
+    pruner = make_pruner(settings, study.path)
+    _check_goals(study)
     device = _device(options.device or settings.device)
     experiment = Experiment(study, device, ModelCache(locations.results / "cache"))
     experiment.check_models()
     locations.results.mkdir(parents=True, exist_ok=True)
     n_trials = options.n_trials or settings.n_trials
-    optuna_study = search.open_study(settings, locations.storage)
+    optuna_study = search.open_study(settings, locations.storage, sampler)
     tracker = tracking.Tracker(
         locations.tracking_uri, settings.name, locations.results / "artifacts"
     )
@@ -105,18 +112,9 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
         )
         teachers = _teachers(tracker, display, experiment) if experiment.needs_teacher else []
         teacher = teachers[0] if teachers else None
-        baselines = {}
-        if settings.baseline:
-            for width in study.widths():
-                baselines[width] = _reference(
-                    tracker,
-                    display,
-                    experiment,
-                    role="baseline",
-                    label=f"baseline (ce) width {width}",
-                    params={"loss.name": "ce", "student.width": width},
-                    train=lambda on_epoch, width=width: experiment.baseline(width, on_epoch),
-                )
+        baselines = _Baselines(tracker, display, experiment) if settings.baseline else None
+        for width in study.widths() if baselines else ():
+            baselines.get(width, experiment.base.train.seed)
         display.trials(n_trials, search.finished_trials(optuna_study))
         objective = _Objective(study, experiment, tracker, display, baselines)
         status = "FINISHED"
@@ -128,6 +126,9 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
                 n_trials,
                 options.timeout or settings.timeout,
                 on_outcome=lambda o: display.outcome(o.number, o.state.name, o.reason),
+                goals=settings.objectives,
+                constraints=settings.constraints,
+                pruner=pruner,
             )
         except KeyboardInterrupt:
             status = "KILLED"
@@ -135,9 +136,18 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
         finally:
             tracker.close(status)
     summary = _summarise(
-        optuna_study, locations, teacher, baselines, study.tree["student"]["width"]
+        optuna_study,
+        locations,
+        teacher,
+        baselines.at_study_seed() if baselines else {},
+        study,
     )
     display.summary(f"{settings.name}: best trial per width", _rows(summary))
+    if len(settings.objectives) > 1:
+        display.stage(
+            f"Pareto front ({', '.join(g.metric for g in settings.objectives)}): trials "
+            f"{', '.join(map(str, summary.pareto)) or 'none yet'}"
+        )
     return summary
 
 
@@ -150,13 +160,14 @@ class _Objective:
         experiment: Experiment,
         tracker: tracking.Tracker,
         display: Display,
-        baselines: Mapping[float, ModelRecord],
+        baselines: _Baselines | None,
     ) -> None:
         self.study, self.experiment, self.tracker = study, experiment, tracker
         self.display, self.baselines = display, baselines
 
-    def __call__(self, handle: search.TrialHandle) -> float:
+    def __call__(self, handle: search.TrialHandle) -> dict[str, float]:
         settings = self.study.resolve(handle.params)
+        handle.trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         tags = {**component_tags(self.study, settings), tracking.TRIAL_NUMBER: str(handle.number)}
         run_id = self.tracker.start_run("trial", f"trial-{handle.number}", settings.flat(), tags)
         handle.trial.set_user_attr("mlflow_run_id", run_id)
@@ -186,15 +197,15 @@ class _Objective:
             "test_accuracy": result.test_accuracy,
             "params": float(result.params),
             "train_time_s": result.train_time_s,
+            **self.experiment.costs(settings),
         }
-        baseline = self.baselines.get(settings.student.width)
-        if baseline is not None:
+        if self.baselines is not None:
+            baseline = self.baselines.get(settings.student.width, settings.train.seed)
             metrics["baseline_test_accuracy"] = baseline.test_accuracy
             metrics["kd_gain"] = result.test_accuracy - baseline.test_accuracy
         self.tracker.end_run(run_id, "FINISHED", metrics, tags=_ended("COMPLETE", ""))
-        for key in ("test_accuracy", "params", "train_time_s"):
-            handle.trial.set_user_attr(key, metrics[key])
-        return result.val_accuracy
+        handle.trial.set_user_attr("metrics", metrics)
+        return metrics
 
 
 def epoch_metrics(report: EpochReport) -> dict[str, float]:
@@ -246,6 +257,44 @@ def _ended(state: str, reason: str) -> dict[str, str]:
     if reason:
         tags[tracking.REASON] = reason
     return tags
+
+
+class _Baselines:
+    """No-distillation baselines by (width, seed): trained (or loaded) on first use and
+    recorded once per study in MLflow."""
+
+    def __init__(self, tracker: tracking.Tracker, display: Display, experiment: Experiment):
+        self.tracker, self.display, self.experiment = tracker, display, experiment
+        self.records: dict[tuple[float, int], ModelRecord] = {}
+
+    def get(self, width: float, seed: int) -> ModelRecord:
+        """The baseline of the student at ``width`` trained with ``seed``."""
+        if (width, seed) not in self.records:
+            self.records[width, seed] = _reference(
+                self.tracker,
+                self.display,
+                self.experiment,
+                role="baseline",
+                label=f"baseline (ce) width {width} seed {seed}",
+                params={"loss.name": "ce", "student.width": width, "train.seed": seed},
+                train=lambda on_epoch: self.experiment.baseline(width, on_epoch, seed),
+            )
+        return self.records[width, seed]
+
+    def at_study_seed(self) -> dict[float, ModelRecord]:
+        """Baselines trained with the study's seed, by width."""
+        seed = self.experiment.base.train.seed
+        return {width: record for (width, s), record in self.records.items() if s == seed}
+
+
+def _check_goals(study: Study) -> None:
+    """Objectives and constraints that need something the study does not record."""
+    metrics = [g.metric for g in study.settings.objectives]
+    metrics += [c.metric for c in study.settings.constraints]
+    if "kd_gain" in metrics and not study.settings.baseline:
+        raise ConfigError(
+            f"{study.path}: [study] objectives/constraints use kd_gain, which needs baseline = true"
+        )
 
 
 def _teachers(
@@ -302,28 +351,31 @@ def _summarise(
     locations: StudyLocations,
     teacher: ModelRecord | None,
     baselines: dict[float, ModelRecord],
-    default_width: float,
+    study: Study,
 ) -> StudySummary:
     trials = optuna_study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
     for trial in trials:
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    primary = study.settings.objectives[0]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    complete.sort(key=lambda t: t.value, reverse=True)
+    complete.sort(key=lambda t: t.values[0], reverse=primary.direction == "maximize")
     best: dict[float, TrialRecord] = {}
     for t in complete:
-        width = t.params.get("student.width", default_width)
+        width = t.params.get("student.width", study.tree["student"]["width"])
         if width not in best:
+            metrics = t.user_attrs.get("metrics", {})
             best[width] = TrialRecord(
                 number=t.number,
                 width=width,
                 params=dict(t.params),
-                val_accuracy=t.value,
-                test_accuracy=t.user_attrs.get("test_accuracy", float("nan")),
-                n_params=int(t.user_attrs.get("params", 0)),
-                train_time_s=t.user_attrs.get("train_time_s", float("nan")),
+                val_accuracy=metrics.get("val_accuracy", float("nan")),
+                test_accuracy=metrics.get("test_accuracy", float("nan")),
+                n_params=int(metrics.get("params", 0)),
+                train_time_s=metrics.get("train_time_s", float("nan")),
             )
-    return StudySummary(locations, teacher, baselines, best, states)
+    pareto = sorted(t.number for t in optuna_study.best_trials) if complete else []
+    return StudySummary(locations, teacher, baselines, best, states, pareto)
 
 
 def _rows(summary: StudySummary) -> list[Row]:

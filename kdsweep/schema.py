@@ -15,8 +15,8 @@ from kdsweep.errors import ConfigError, UnknownComponentError
 from kdsweep.registry import Component, Registry
 from kdsweep.settings import TrainSettings
 
-SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "none")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2", "nsga3", "qmc")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULE_TARGETS = ("temperature", "alpha", "lr")  # loss params and the learning rate
 
@@ -57,8 +57,8 @@ STUDY_FIELDS = {
     "name": Field(str),
     "n_trials": Field(int, 20, positive),
     "timeout": Field(float, None, positive),  # seconds
-    "sampler": Field(str, "tpe", one_of(SAMPLERS)),
-    "pruner": Field(str, "median", one_of(PRUNERS)),
+    "sampler": Field(str, "tpe", one_of(SAMPLERS)),  # or { name = ..., options }
+    "pruner": Field(str, "median", one_of(PRUNERS)),  # or { name = ..., options }
     "seed": Field(int, 0),
     "baseline": Field(bool, True),
     "plugins": Field("strings", ()),

@@ -7,14 +7,16 @@ objective and tells Optuna the outcome.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
 
 from kdsweep.config import StudySettings
+from kdsweep.goals import DEFAULT_GOALS, Constraint, Goal
 from kdsweep.space import Dimension
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -24,12 +26,36 @@ class TrialPruned(optuna.TrialPruned):
     """Raised by :meth:`TrialHandle.report` when the pruner stops a trial."""
 
 
+WIDTH = "student.width"
+
+
+class _SameWidth:
+    """The study as a pruner sees it: only trials of one student width, and the direction
+    of validation accuracy (the value reported per epoch), also in multi-objective studies."""
+
+    def __init__(self, study: optuna.Study, width: Any) -> None:
+        self._study = study
+        self._width = width
+
+    @property
+    def direction(self) -> StudyDirection:
+        return StudyDirection.MAXIMIZE
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [t for t in trials if t.params.get(WIDTH, self._width) == self._width]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
 @dataclass
 class TrialHandle:
     """What the objective sees of an Optuna trial."""
 
     trial: optuna.Trial
     params: dict[str, Any]
+    pruner: optuna.pruners.BasePruner = field(default_factory=optuna.pruners.NopPruner)
 
     @property
     def number(self) -> int:
@@ -37,38 +63,31 @@ class TrialHandle:
         return self.trial.number
 
     def report(self, step: int, value: float) -> None:
-        """Report the objective at ``step``; raises :class:`TrialPruned` if pruned."""
-        self.trial.report(value, step)
-        if self.trial.should_prune():
+        """Record validation accuracy at ``step``; raises :class:`TrialPruned` if the pruner,
+        comparing with trials of the same width, stops the trial."""
+        # Written to storage directly: Trial.report refuses multi-objective studies.
+        storage, trial_id = self.trial.storage, self.trial._trial_id
+        storage.set_trial_intermediate_value(trial_id, step, value)
+        frozen = storage.get_trial(trial_id)
+        if self.pruner.prune(_SameWidth(self.trial.study, self.params.get(WIDTH)), frozen):
             raise TrialPruned(f"pruned at epoch {step} (val_accuracy {value:.4f})")
 
 
-Objective = Callable[[TrialHandle], float]
+# objective(handle) -> the trial's recorded metrics (val_accuracy, params, ...)
+Objective = Callable[[TrialHandle], Mapping[str, float]]
 
 
-def make_sampler(settings: StudySettings) -> optuna.samplers.BaseSampler:
-    """The sampler named in ``[study] sampler``, seeded by ``[study] seed``."""
-    if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=settings.seed)
-    return optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=8)
-
-
-def make_pruner(settings: StudySettings) -> optuna.pruners.BasePruner:
-    """The pruner named in ``[study] pruner``."""
-    if settings.pruner == "none":
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
-
-
-def open_study(settings: StudySettings, storage: str) -> optuna.Study:
+def open_study(
+    settings: StudySettings, storage: str, sampler: optuna.samplers.BaseSampler
+) -> optuna.Study:
     """Create the study, or load it when it exists (so a rerun resumes it)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(
         study_name=settings.name,
         storage=storage,
-        sampler=make_sampler(settings),
-        pruner=make_pruner(settings),
-        direction="maximize",
+        sampler=sampler,
+        pruner=optuna.pruners.NopPruner(),  # kdsweep prunes per width, see TrialHandle.report
+        directions=[goal.direction for goal in settings.objectives],
         load_if_exists=True,
     )
 
@@ -101,7 +120,7 @@ class Outcome:
 
     number: int
     state: TrialState
-    value: float | None
+    values: list[float] | None
     reason: str = ""
 
 
@@ -112,6 +131,10 @@ def run_trials(
     n_trials: int,
     timeout: float | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    *,
+    goals: Sequence[Goal] = DEFAULT_GOALS,
+    constraints: Sequence[Constraint] = (),
+    pruner: optuna.pruners.BasePruner | None = None,
 ) -> list[Outcome]:
     """Run trials until the study holds ``n_trials`` finished ones or ``timeout`` passes.
 
@@ -127,9 +150,10 @@ def run_trials(
         if finished_trials(study) >= n_trials:
             break
         trial = study.ask()
-        handle = TrialHandle(trial, suggest(trial, space))
+        handle = TrialHandle(trial, suggest(trial, space), pruner or optuna.pruners.NopPruner())
         try:
-            value = objective(handle)
+            metrics = objective(handle)
+            values = [metrics[goal.metric] for goal in goals]
         except optuna.TrialPruned as exc:
             study.tell(trial, state=TrialState.PRUNED)
             outcome = Outcome(trial.number, TrialState.PRUNED, None, str(exc))
@@ -141,8 +165,11 @@ def run_trials(
             study.tell(trial, state=TrialState.FAIL)
             outcome = Outcome(trial.number, TrialState.FAIL, None, f"{type(exc).__name__}: {exc}")
         else:
-            study.tell(trial, value)
-            outcome = Outcome(trial.number, TrialState.COMPLETE, value, f"val_accuracy {value:.4f}")
+            for constraint in constraints:
+                trial.set_constraint(str(constraint), constraint.violation(metrics))
+            study.tell(trial, values)
+            shown = ", ".join(f"{g.metric} {v:.4g}" for g, v in zip(goals, values, strict=True))
+            outcome = Outcome(trial.number, TrialState.COMPLETE, values, shown)
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)

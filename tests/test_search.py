@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from kdsweep import search
 from kdsweep.config import StudySettings
+from kdsweep.goals import Constraint, Goal
+from kdsweep.samplers import make_pruner, make_sampler
 from kdsweep.space import Dimension
 
 SPACE = (
@@ -13,18 +17,24 @@ SPACE = (
     Dimension("student.width", "categorical", choices=(2, 4)),
     Dimension("train.epochs", "int", 1, 5),
 )
+PATH = Path("study.toml")
 
 
-def _study(tmp_path, **settings) -> optuna.Study:
-    return search.open_study(
-        StudySettings(name="s", **settings), f"sqlite:///{tmp_path / 'optuna.db'}"
-    )
+def _study(tmp_path, **settings) -> tuple[optuna.Study, StudySettings]:
+    study_settings = StudySettings(name="s", **settings)
+    sampler = make_sampler(study_settings, SPACE, PATH)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    return search.open_study(study_settings, storage, sampler), study_settings
+
+
+def _accuracy(value: float):
+    return lambda handle: {"val_accuracy": value}
 
 
 def test_suggest_covers_every_dimension(tmp_path) -> None:
-    study = _study(tmp_path, pruner="none")
+    study, _ = _study(tmp_path)
     seen = []
-    search.run_trials(study, SPACE, lambda h: seen.append(h.params) or 1.0, n_trials=4)
+    search.run_trials(study, SPACE, lambda h: seen.append(h.params) or {"val_accuracy": 1}, 4)
     assert len(seen) == 4
     for params in seen:
         assert 1.0 <= params["loss.temperature"] <= 10.0
@@ -34,24 +44,29 @@ def test_suggest_covers_every_dimension(tmp_path) -> None:
 
 def test_rerun_resumes_until_total_is_reached(tmp_path) -> None:
     calls = []
-    search.run_trials(_study(tmp_path), SPACE, lambda h: calls.append(h.number) or 0.5, n_trials=3)
-    again = _study(tmp_path)  # a new process would load the same study
-    search.run_trials(again, SPACE, lambda h: calls.append(h.number) or 0.5, n_trials=3)
+
+    def objective(handle):
+        calls.append(handle.number)
+        return {"val_accuracy": 0.5}
+
+    search.run_trials(_study(tmp_path)[0], SPACE, objective, n_trials=3)
+    again, _ = _study(tmp_path)  # a new process would load the same study
+    search.run_trials(again, SPACE, objective, n_trials=3)
     assert calls == [0, 1, 2]
-    search.run_trials(again, SPACE, lambda h: calls.append(h.number) or 0.5, n_trials=5)
+    search.run_trials(again, SPACE, objective, n_trials=5)
     assert calls == [0, 1, 2, 3, 4]
     assert search.finished_trials(again) == 5
 
 
 def test_pruned_and_failed_trials_are_told_as_such(tmp_path) -> None:
-    study = _study(tmp_path)
+    study, _ = _study(tmp_path)
 
-    def objective(handle: search.TrialHandle) -> float:
+    def objective(handle: search.TrialHandle) -> dict:
         if handle.number == 0:
             raise search.TrialPruned("pruned at epoch 1")
         if handle.number == 1:
             raise RuntimeError("loss exploded")
-        return 0.9
+        return {"val_accuracy": 0.9}
 
     outcomes = search.run_trials(study, SPACE, objective, n_trials=3)
     assert [o.state for o in outcomes] == [TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
@@ -60,32 +75,75 @@ def test_pruned_and_failed_trials_are_told_as_such(tmp_path) -> None:
 
 
 def test_a_failing_objective_cannot_loop_forever(tmp_path) -> None:
-    study = _study(tmp_path)
+    study, _ = _study(tmp_path)
 
     def objective(handle):
         raise ValueError("always")
 
-    outcomes = search.run_trials(study, SPACE, objective, n_trials=4)
-    assert len(outcomes) == 4
+    assert len(search.run_trials(study, SPACE, objective, n_trials=4)) == 4
     assert search.finished_trials(study) == 0
 
 
-def test_median_pruner_stops_a_clearly_worse_trial(tmp_path) -> None:
-    study = _study(tmp_path, pruner="median")
+def _reporting(low_from: int, low_width: int | None = None):
+    """Six epochs at 0.9, or at 0.1 from trial ``low_from`` on (for ``low_width`` only)."""
 
-    def objective(handle: search.TrialHandle) -> float:
-        value = 0.1 if handle.number >= 6 else 0.9
+    def objective(handle: search.TrialHandle) -> dict:
+        low = handle.number >= low_from and low_width in (None, handle.params["student.width"])
+        value = 0.1 if low else 0.9
         for epoch in range(6):
             handle.report(epoch, value)
-        return value
+        return {"val_accuracy": value, "params": 100.0 * handle.params["student.width"]}
 
-    outcomes = search.run_trials(study, SPACE, objective, n_trials=7)
+    return objective
+
+
+def test_median_pruner_stops_a_clearly_worse_trial(tmp_path) -> None:
+    study, settings = _study(tmp_path, pruner="median")
+    pruner = make_pruner(settings, PATH)
+    outcomes = search.run_trials(study, SPACE, _reporting(24), n_trials=25, pruner=pruner)
     assert outcomes[-1].state == TrialState.PRUNED
     assert "pruned at epoch 2" in outcomes[-1].reason  # first step after the warm-up
 
 
+def test_multi_objective_study_prunes_within_a_width(tmp_path) -> None:
+    goals = (Goal("val_accuracy", "maximize"), Goal("params", "minimize"))
+    study, settings = _study(tmp_path, objectives=goals, sampler="nsga2")
+    pruner = make_pruner(settings, PATH)
+    outcomes = search.run_trials(
+        study, SPACE, _reporting(14), n_trials=16, goals=goals, pruner=pruner
+    )
+    assert TrialState.PRUNED in [o.state for o in outcomes[14:]]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert all(len(t.values) == 2 for t in complete)
+    assert study.best_trials  # the Pareto front
+
+
+def test_pruner_compares_only_trials_of_the_same_width(tmp_path) -> None:
+    # Width 2 always scores 0.1 and width 4 always 0.9: a pruner comparing across widths
+    # would stop every width-2 trial; comparing within width 2 it stops none.
+    study, settings = _study(tmp_path, pruner="median")
+    pruner = make_pruner(settings, PATH)
+    outcomes = search.run_trials(
+        study, SPACE, _reporting(0, low_width=2), n_trials=20, pruner=pruner
+    )
+    widths = {t.number: t.params["student.width"] for t in study.trials}
+    assert any(widths[o.number] == 2 for o in outcomes)
+    assert all(o.state == TrialState.COMPLETE for o in outcomes)
+
+
+def test_constraints_mark_infeasible_trials(tmp_path) -> None:
+    goals = (Goal("val_accuracy", "maximize"), Goal("params", "minimize"))
+    constraint = Constraint("params", "<=", 300.0)
+    study, _ = _study(tmp_path, objectives=goals, constraints=(constraint,))
+    search.run_trials(
+        study, SPACE, _reporting(99), n_trials=8, goals=goals, constraints=(constraint,)
+    )
+    front = study.best_trials
+    assert front and all(t.params["student.width"] == 2 for t in front)  # 200 <= 300 < 400
+
+
 def test_interrupt_marks_the_trial_failed_and_propagates(tmp_path) -> None:
-    study = _study(tmp_path)
+    study, _ = _study(tmp_path)
 
     def objective(handle):
         raise KeyboardInterrupt

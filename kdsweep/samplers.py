@@ -1,0 +1,119 @@
+"""Optuna samplers and pruners from ``[study] sampler`` and ``[study] pruner``, with their
+options checked against the study before any training."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from kdsweep.config import StudySettings
+from kdsweep.errors import ConfigError
+from kdsweep.space import Dimension
+
+SAMPLER_CLASSES = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "grid": optuna.samplers.GridSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+    "nsga3": optuna.samplers.NSGAIIISampler,
+    "qmc": optuna.samplers.QMCSampler,
+}
+SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {"tpe": {"n_startup_trials": 8}}
+CONSTRAINED_SAMPLERS = ("tpe", "gp", "nsga2", "nsga3")
+PRUNER_CLASSES = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "none": optuna.pruners.NopPruner,
+}
+PRUNER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "median": {"n_startup_trials": 5, "n_warmup_steps": 2},
+    "percentile": {"percentile": 25.0, "n_startup_trials": 5, "n_warmup_steps": 2},
+}
+_SET_BY_KDSWEEP = ("seed", "search_space", "constraints_func")
+
+
+def make_sampler(
+    settings: StudySettings, space: Sequence[Dimension], path: Path
+) -> optuna.samplers.BaseSampler:
+    """The sampler named in ``[study] sampler``, seeded by ``[study] seed``."""
+    name = settings.sampler
+
+    def fail(message: str) -> ConfigError:
+        return ConfigError(f"{path}: [study] sampler = {name!r}: {message}")
+
+    multi_objective = len(settings.objectives) > 1
+    kwargs: dict[str, Any] = {**SAMPLER_DEFAULTS.get(name, {}), "seed": settings.seed}
+    if name == "cmaes":
+        if multi_objective:
+            raise fail("CMA-ES optimises a single objective; use nsga2, nsga3, tpe or gp")
+        if all(dim.kind == "categorical" for dim in space):
+            raise fail(
+                "CMA-ES needs at least one numeric range in [search]; "
+                "with choices only, use tpe, random or grid"
+            )
+    if name == "grid":
+        kwargs["search_space"] = _grid(space, fail)
+    if settings.constraints and name not in CONSTRAINED_SAMPLERS:
+        raise fail(f"it ignores constraints; use one of {', '.join(CONSTRAINED_SAMPLERS)}")
+    kwargs.update(_checked_options(SAMPLER_CLASSES[name], settings.sampler_options, fail))
+    try:
+        return SAMPLER_CLASSES[name](**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise fail(str(exc)) from None
+
+
+def make_pruner(settings: StudySettings, path: Path) -> optuna.pruners.BasePruner:
+    """The pruner named in ``[study] pruner``."""
+    name = settings.pruner
+
+    def fail(message: str) -> ConfigError:
+        return ConfigError(f"{path}: [study] pruner = {name!r}: {message}")
+
+    kwargs = {**PRUNER_DEFAULTS.get(name, {})}
+    kwargs.update(_checked_options(PRUNER_CLASSES[name], settings.pruner_options, fail))
+    try:
+        return PRUNER_CLASSES[name](**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise fail(str(exc)) from None
+
+
+def _checked_options(cls: type, options: dict[str, Any], fail: Any) -> dict[str, Any]:
+    accepted = [
+        name
+        for name, p in inspect.signature(cls).parameters.items()
+        if name not in _SET_BY_KDSWEEP and p.kind is not p.VAR_KEYWORD
+    ]
+    for option in options:
+        if option not in accepted:
+            raise fail(f"unknown option '{option}' (options: {', '.join(accepted) or 'none'})")
+    return dict(options)
+
+
+def _grid(space: Sequence[Dimension], fail: Any) -> dict[str, list[Any]]:
+    """Every value of every dimension: choices, int ranges, float ranges with a step."""
+    if not space:
+        raise fail("grid search needs a [search] section")
+    grid: dict[str, list[Any]] = {}
+    for dim in space:
+        if dim.kind == "categorical":
+            grid[dim.path] = list(dim.choices)
+        elif dim.kind == "int":
+            grid[dim.path] = list(range(int(dim.low), int(dim.high) + 1, int(dim.step or 1)))
+        elif dim.step is not None:
+            count = math.floor((dim.high - dim.low) / dim.step + 1e-9) + 1
+            grid[dim.path] = [
+                float(v) for v in np.linspace(dim.low, dim.low + dim.step * (count - 1), count)
+            ]
+        else:
+            raise fail(f"grid search needs a finite space: give '{dim.path}' a step or choices")
+    return grid
