@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,9 @@ def make_sampler(
         raise fail(f"it ignores constraints; use one of {', '.join(CONSTRAINED_SAMPLERS)}")
     kwargs.update(_checked_options(SAMPLER_CLASSES[name], settings.sampler_options, fail))
     try:
-        return SAMPLER_CLASSES[name](**kwargs)
+        with warnings.catch_warnings():  # the study file chose it, experimental or not
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return SAMPLER_CLASSES[name](**kwargs)
     except (TypeError, ValueError) as exc:
         raise fail(str(exc)) from None
 
