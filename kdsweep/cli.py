@@ -70,6 +70,38 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    import optuna
+
+    from kdsweep import report
+    from kdsweep.results import trials_frame
+    from kdsweep.runner import RunOptions, StudyLocations
+    from kdsweep.tracking import Tracker
+
+    study = load(args.study, args.plugin)
+    locations = StudyLocations.of(study, RunOptions(results=args.results))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        optuna_study = optuna.load_study(study_name=study.settings.name, storage=locations.storage)
+    except KeyError:
+        raise KdsweepError(
+            f"{args.study}: study '{study.settings.name}' has no results in "
+            f"{locations.results} yet: run it first"
+        ) from None
+    frame = trials_frame(optuna_study, tuple(g.metric for g in study.settings.objectives))
+    tracker = Tracker(locations.tracking_uri, study.settings.name, reopen=False)
+    repeats = optuna_study.user_attrs.get("repeats", [])
+    references = report.references_from(tracker, repeats)
+    out = Path(args.out) if args.out else locations.results / "reports" / study.settings.name
+    files = report.write_report(study, frame, references, out)
+    tracker.log_artifacts(out, "report")
+    print(
+        f"report in {out}: {files.markdown.name}, {files.csv.name}, "
+        f"{', '.join(p.name for p in files.plots)}"
+    )
+    return 0
+
+
 def _cmd_ui(args: argparse.Namespace) -> int:
     from kdsweep.runner import RunOptions, StudyLocations
 
@@ -116,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("study", nargs="?", help="also load the plugins this study names")
     plugins.add_argument("--plugin", action="append", default=[], help="local plugin module or .py")
     plugins.set_defaults(handler=_cmd_plugins)
+
+    report = commands.add_parser("report", help="tables and plots of a study's results")
+    report.add_argument("study", help="study file (TOML)")
+    report.add_argument("--results", help="results folder (default: [study] results)")
+    report.add_argument("--out", help="folder for the report (default: results/reports/NAME)")
+    report.add_argument("--plugin", action="append", default=[], help="local plugin module")
+    report.set_defaults(handler=_cmd_report)
 
     ui = commands.add_parser("ui", help="open the MLflow UI on a study's tracking store")
     ui.add_argument("study", nargs="?", help="study file whose results to show")

@@ -6,6 +6,7 @@ objective and tells Optuna the outcome.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,9 +30,21 @@ class TrialPruned(optuna.TrialPruned):
 WIDTH = "student.width"
 
 
+EPOCH_VALUES = "epoch_val_accuracy"  # user attr: {epoch: validation accuracy}
+
+
+def _with_epoch_values(trial: FrozenTrial) -> FrozenTrial:
+    """A copy of ``trial`` whose intermediate values are its per-epoch accuracies."""
+    view = copy.copy(trial)
+    view.intermediate_values = {
+        int(step): value for step, value in trial.user_attrs.get(EPOCH_VALUES, {}).items()
+    }
+    return view
+
+
 class _SameWidth:
-    """The study as a pruner sees it: only trials of one student width, and the direction
-    of validation accuracy (the value reported per epoch), also in multi-objective studies."""
+    """The study as a pruner sees it: only trials of one student width, with their
+    per-epoch validation accuracy as intermediate values, maximised."""
 
     def __init__(self, study: optuna.Study, width: Any) -> None:
         self._study = study
@@ -43,7 +56,9 @@ class _SameWidth:
 
     def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
         trials = self._study.get_trials(deepcopy=deepcopy, states=states)
-        return [t for t in trials if t.params.get(WIDTH, self._width) == self._width]
+        return [
+            _with_epoch_values(t) for t in trials if t.params.get(WIDTH, self._width) == self._width
+        ]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
@@ -56,6 +71,7 @@ class TrialHandle:
     trial: optuna.Trial
     params: dict[str, Any]
     pruner: optuna.pruners.BasePruner = field(default_factory=optuna.pruners.NopPruner)
+    epoch_values: dict[str, float] = field(default_factory=dict)
 
     @property
     def number(self) -> int:
@@ -64,11 +80,14 @@ class TrialHandle:
 
     def report(self, step: int, value: float) -> None:
         """Record validation accuracy at ``step``; raises :class:`TrialPruned` if the pruner,
-        comparing with trials of the same width, stops the trial."""
-        # Written to storage directly: Trial.report refuses multi-objective studies.
-        storage, trial_id = self.trial.storage, self.trial._trial_id
-        storage.set_trial_intermediate_value(trial_id, step, value)
-        frozen = storage.get_trial(trial_id)
+        comparing with trials of the same width, stops the trial.
+
+        The values are kept as a user attribute, not as Optuna intermediate values: Optuna
+        refuses those in multi-objective studies, and its TPE sampler then fails on them.
+        """
+        self.epoch_values[str(step)] = value
+        self.trial.set_user_attr(EPOCH_VALUES, self.epoch_values)
+        frozen = _with_epoch_values(self.trial.storage.get_trial(self.trial._trial_id))
         if self.pruner.prune(_SameWidth(self.trial.study, self.params.get(WIDTH)), frozen):
             raise TrialPruned(f"pruned at epoch {step} (val_accuracy {value:.4f})")
 

@@ -25,8 +25,14 @@ class Tracker:
     """Records a study in an MLflow tracking store."""
 
     def __init__(
-        self, tracking_uri: str, study_name: str, artifact_root: Path | None = None
+        self,
+        tracking_uri: str,
+        study_name: str,
+        artifact_root: Path | None = None,
+        reopen: bool = True,
     ) -> None:
+        """Open the study's experiment and parent run; ``reopen=False`` leaves an existing
+        parent run's status alone (for reading, e.g. by ``kdsweep report``)."""
         from mlflow import MlflowClient  # imported here: MLflow is slow to import
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -42,14 +48,15 @@ class Tracker:
             if experiment.lifecycle_stage == "deleted":
                 self.client.restore_experiment(experiment.experiment_id)
             self.experiment_id = experiment.experiment_id
-        self.parent_id = self._study_run()
+        self.parent_id = self._study_run(reopen)
 
-    def _study_run(self) -> str:
+    def _study_run(self, reopen: bool) -> str:
         """The study's parent run: found by tag when it exists (resume), else created."""
         found = self.find_runs(role="study")
         if found:
             run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
+            if reopen:
+                self.client.update_run(run_id, status="RUNNING")
             return run_id
         run = self.client.create_run(
             self.experiment_id,
@@ -110,6 +117,10 @@ class Tracker:
         (``FINISHED``, ``KILLED`` for pruned or interrupted, ``FAILED``)."""
         self.log(run_id, metrics, tags)
         self.client.set_terminated(run_id, status=status)
+
+    def log_artifacts(self, folder: Path, artifact_path: str) -> None:
+        """Every file of ``folder`` on the study's run, under ``artifact_path``."""
+        self.client.log_artifacts(self.parent_id, str(folder), artifact_path)
 
     def close(self, status: str = "FINISHED") -> None:
         """End the study's parent run."""

@@ -105,14 +105,15 @@ def test_median_pruner_stops_a_clearly_worse_trial(tmp_path) -> None:
     assert "pruned at epoch 2" in outcomes[-1].reason  # first step after the warm-up
 
 
-def test_multi_objective_study_prunes_within_a_width(tmp_path) -> None:
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2"])
+def test_multi_objective_study_prunes_within_a_width(tmp_path, sampler: str) -> None:
     goals = (Goal("val_accuracy", "maximize"), Goal("params", "minimize"))
-    study, settings = _study(tmp_path, objectives=goals, sampler="nsga2")
+    study, settings = _study(tmp_path, objectives=goals, sampler=sampler)
     pruner = make_pruner(settings, PATH)
     outcomes = search.run_trials(
-        study, SPACE, _reporting(14), n_trials=16, goals=goals, pruner=pruner
+        study, SPACE, _reporting(14), n_trials=20, goals=goals, pruner=pruner
     )
-    assert TrialState.PRUNED in [o.state for o in outcomes[14:]]
+    assert TrialState.PRUNED in [o.state for o in outcomes[14:]]  # and the sampler goes on
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert all(len(t.values) == 2 for t in complete)
     assert study.best_trials  # the Pareto front
