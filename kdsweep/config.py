@@ -62,6 +62,7 @@ class StudySettings:
     constraints: tuple[Constraint, ...] = ()
     seed: int = 0
     baseline: bool = True
+    repeats: int = 0
     plugins: tuple[str, ...] = ()
     results: str = "results"
     storage: str | None = None

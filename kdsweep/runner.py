@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from kdsweep.experiment import Experiment, ModelRecord
 from kdsweep.redact import redact_url
 from kdsweep.samplers import make_pruner, make_sampler
 from kdsweep.settings import TrialSettings
+from kdsweep.stats import mean_std, welch
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class TrialRecord:
 class StudySummary:
     """What a run of a study produced."""
 
-    locations: StudyLocations
+    locations: StudyLocations | None
     teacher: ModelRecord | None
     baselines: dict[float, ModelRecord]
     best: dict[float, TrialRecord]  # best complete trial (primary objective) per width
@@ -130,6 +131,9 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
                 constraints=settings.constraints,
                 pruner=pruner,
             )
+            if settings.repeats:
+                repeats = _Repeats(study, experiment, tracker, display, baselines)
+                optuna_study.set_user_attr("repeats", repeats.run(optuna_study))
         except KeyboardInterrupt:
             status = "KILLED"
             raise
@@ -287,6 +291,70 @@ class _Baselines:
         return {width: record for (width, s), record in self.records.items() if s == seed}
 
 
+class _Repeats:
+    """Re-run the best trial of each width over ``repeats`` further seeds, next to the
+    baseline at the same width and seeds, and compare them (Welch's t-test)."""
+
+    def __init__(
+        self,
+        study: Study,
+        experiment: Experiment,
+        tracker: tracking.Tracker,
+        display: Display,
+        baselines: _Baselines | None,
+    ) -> None:
+        self.study, self.experiment, self.tracker = study, experiment, tracker
+        self.display, self.baselines = display, baselines
+
+    def run(self, optuna_study: Any) -> list[dict[str, Any]]:
+        """One row of statistics per width; kept when a rerun finds the same best trials."""
+        best = _summarise(optuna_study, None, None, {}, self.study).best
+        done = {(r["trial"], r["seeds"]): r for r in optuna_study.user_attrs.get("repeats", [])}
+        rows = []
+        for width, record in sorted(best.items()):
+            key = (record.number, self.study.settings.repeats)
+            rows.append(done.get(key) or self._repeat(width, record))
+        return rows
+
+    def _repeat(self, width: float, record: TrialRecord) -> dict[str, Any]:
+        settings = self.study.resolve(record.params)
+        seeds = [settings.train.seed + i for i in range(1, self.study.settings.repeats + 1)]
+        kd, baseline = [], []
+        for seed in seeds:
+            seeded = replace(settings, train=replace(settings.train, seed=seed))
+            label = f"repeat of trial {record.number}, seed {seed}"
+            self.display.run_started(label, self.experiment.epochs(seeded))
+            result = self.experiment.run_trial(
+                seeded, lambda r: self.display.epoch(r.epoch, r.val_accuracy)
+            )
+            tags = {**component_tags(self.study, seeded), "kdsweep.repeat_of": str(record.number)}
+            run_id = self.tracker.start_run("repeat", label, seeded.flat(), tags)
+            self.tracker.end_run(
+                run_id,
+                "FINISHED",
+                {
+                    "val_accuracy": result.val_accuracy,
+                    "test_accuracy": result.test_accuracy,
+                },
+                _ended("COMPLETE", ""),
+            )
+            kd.append(result.test_accuracy)
+            if self.baselines is not None:
+                baseline.append(self.baselines.get(width, seed).test_accuracy)
+        row = {"trial": record.number, "width": width, "seeds": len(seeds)}
+        row.update(
+            welch(kd, baseline)
+            if baseline
+            else dict(zip(("kd_mean", "kd_std"), mean_std(kd), strict=True))
+        )
+        self.display.stage(
+            f"trial {record.number} over {len(seeds)} seeds: test {row['kd_mean']:.4f} ± "
+            f"{row['kd_std']:.4f}"
+            + (f", gain {row['gain']:+.4f}, p = {row['p']:.3g}" if baseline else "")
+        )
+        return row
+
+
 def _check_goals(study: Study) -> None:
     """Objectives and constraints that need something the study does not record."""
     metrics = [g.metric for g in study.settings.objectives]
@@ -348,7 +416,7 @@ def _reference(
 
 def _summarise(
     optuna_study: Any,
-    locations: StudyLocations,
+    locations: StudyLocations | None,
     teacher: ModelRecord | None,
     baselines: dict[float, ModelRecord],
     study: Study,

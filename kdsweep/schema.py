@@ -61,6 +61,7 @@ STUDY_FIELDS = {
     "pruner": Field(str, "median", one_of(PRUNERS)),  # or { name = ..., options }
     "seed": Field(int, 0),
     "baseline": Field(bool, True),
+    "repeats": Field(int, 0, non_negative),  # re-run each width's best trial over k seeds
     "plugins": Field("strings", ()),
     "results": Field(str, "results"),
     "storage": Field(str, None),
