@@ -38,6 +38,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         device=args.device,
         results=args.results,
+        workers=getattr(args, "workers", 1),
+        graceful=args.graceful,
     )
     summary = run_study(study, options)
     print(f"results in {summary.locations.results}; open them with: kdsweep ui {args.study}")
@@ -142,7 +144,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     run.add_argument("--results", help="results folder (default: [study] results or ./results)")
     run.add_argument("--plugin", action="append", default=[], help="local plugin module or .py")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="local worker processes (one per GPU); needs --storage postgresql://",
+    )
+    run.add_argument(
+        "--graceful", action="store_true", help="on SIGINT/SIGTERM, finish the running trial first"
+    )
     run.set_defaults(handler=_cmd_run)
+
+    worker = commands.add_parser(
+        "worker", help="join a study (creating it if needed) and run trials until it is done"
+    )
+    for action in run._actions:
+        if action.dest not in ("help", "workers"):
+            worker._add_action(action)
+    worker.set_defaults(handler=_cmd_run)
 
     plugins = commands.add_parser("plugins", help="list every registered component")
     plugins.add_argument("study", nargs="?", help="also load the plugins this study names")

@@ -101,6 +101,10 @@ class FitResult:
 EpochCallback = Callable[[EpochReport], None]
 
 
+class DivergedError(ArithmeticError):
+    """The training loss became NaN or infinite."""
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; any other name is passed to torch."""
     if name == "auto":
@@ -238,9 +242,12 @@ def fit(
                 value.backward()
                 optimizer.step()
                 loss_sum += value.detach() * len(index)
+            train_loss = (loss_sum / n_train).item()
+            if not math.isfinite(train_loss):
+                raise DivergedError(f"training loss is {train_loss} at epoch {epoch}")
             report = EpochReport(
                 epoch=epoch,
-                train_loss=(loss_sum / n_train).item(),
+                train_loss=train_loss,
                 val_accuracy=accuracy(models[0], data.val_x, data.val_y),
                 values={
                     **{k: float(v) for k, v in values[0].items() if k in main.schedules},

@@ -134,6 +134,8 @@ def _reporting_errors(component: Component, function: Callable[..., Any]) -> Cal
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            raise  # the device's limit, not the plugin's fault
         except Exception as exc:
             raise PluginError(
                 f"{component.kind} '{component.name}' ({component.origin}) raised "

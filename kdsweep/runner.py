@@ -6,8 +6,14 @@ through its own module.
 
 from __future__ import annotations
 
+import gc
 import os
+import random
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,12 +26,13 @@ from kdsweep import search, tracking
 from kdsweep.cache import ModelCache
 from kdsweep.config import Study
 from kdsweep.display import Display, Row
-from kdsweep.engine import EpochReport, pick_device
-from kdsweep.errors import ConfigError
+from kdsweep.engine import DivergedError, EpochReport, pick_device
+from kdsweep.errors import ConfigError, KdsweepError
 from kdsweep.experiment import Experiment, ModelRecord
 from kdsweep.redact import redact_url
 from kdsweep.samplers import make_pruner, make_sampler
 from kdsweep.settings import TrialSettings
+from kdsweep.signals import StopSignals
 from kdsweep.stats import mean_std, welch
 
 
@@ -39,6 +46,8 @@ class RunOptions:
     tracking_uri: str | None = None
     device: str | None = None
     results: str | None = None
+    workers: int = 1  # local worker processes; more than one needs a server database
+    graceful: bool = False  # on the first SIGINT/SIGTERM, finish the running trial
 
 
 @dataclass
@@ -94,6 +103,11 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
     display = display or Display()
     settings = study.settings
     locations = StudyLocations.of(study, options)
+    if options.workers > 1 and locations.storage.startswith("sqlite"):
+        raise ConfigError(
+            f"{study.path}: --workers {options.workers} needs a database server that "
+            "several processes can share (--storage postgresql://...); SQLite serialises them"
+        )
     sampler = make_sampler(settings, study.search, study.path)
     pruner = make_pruner(settings, study.path)
     _check_goals(study)
@@ -102,9 +116,12 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
     experiment.check_models()
     locations.results.mkdir(parents=True, exist_ok=True)
     n_trials = options.n_trials or settings.n_trials
-    optuna_study = search.open_study(settings, locations.storage, sampler)
-    tracker = tracking.Tracker(
-        locations.tracking_uri, settings.name, locations.results / "artifacts"
+    # Workers starting together race to create the database tables: retry the loser.
+    optuna_study = _retrying(lambda: search.open_study(settings, locations.storage, sampler))
+    tracker = _retrying(
+        lambda: tracking.Tracker(
+            locations.tracking_uri, settings.name, locations.results / "artifacts"
+        )
     )
     with display:
         display.stage(
@@ -120,17 +137,14 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
         objective = _Objective(study, experiment, tracker, display, baselines)
         status = "FINISHED"
         try:
-            search.run_trials(
-                optuna_study,
-                study.search,
-                objective,
-                n_trials,
-                options.timeout or settings.timeout,
-                on_outcome=lambda o: display.outcome(o.number, o.state.name, o.reason),
-                goals=settings.objectives,
-                constraints=settings.constraints,
-                pruner=pruner,
-            )
+            if options.workers > 1:
+                display.stage(f"starting {options.workers} worker processes")
+                _run_workers(study, options, locations)
+            else:
+                with StopSignals(options.graceful) as signals:
+                    _search(
+                        study, optuna_study, objective, display, options, pruner, n_trials, signals
+                    )
             if settings.repeats:
                 repeats = _Repeats(study, experiment, tracker, display, baselines)
                 optuna_study.set_user_attr("repeats", repeats.run(optuna_study))
@@ -173,6 +187,9 @@ class _Objective:
         settings = self.study.resolve(handle.params)
         handle.trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         tags = {**component_tags(self.study, settings), tracking.TRIAL_NUMBER: str(handle.number)}
+        retry_of = search.retried_trial(handle.trial)
+        if retry_of is not None:
+            tags[tracking.RETRY_OF] = str(retry_of)
         run_id = self.tracker.start_run("trial", f"trial-{handle.number}", settings.flat(), tags)
         handle.trial.set_user_attr("mlflow_run_id", run_id)
         self.display.run_started(f"trial {handle.number}", self.experiment.epochs(settings))
@@ -188,6 +205,15 @@ class _Objective:
         except search.TrialPruned as exc:
             self.tracker.end_run(run_id, "KILLED", tags=_ended("PRUNED", str(exc)))
             raise
+        except DivergedError as exc:
+            self.tracker.end_run(run_id, "KILLED", tags=_ended("PRUNED", str(exc)))
+            raise search.TrialPruned(str(exc)) from exc
+        except torch.cuda.OutOfMemoryError as exc:
+            gc.collect()
+            torch.cuda.empty_cache()  # give the memory back before the next trial
+            reason = f"CUDA out of memory: {exc}"
+            self.tracker.end_run(run_id, "FAILED", tags=_ended("FAIL", reason))
+            raise RuntimeError(reason) from None
         except KeyboardInterrupt:
             self.tracker.end_run(run_id, "KILLED", tags=_ended("FAIL", "interrupted"))
             raise
@@ -353,6 +379,85 @@ class _Repeats:
             + (f", gain {row['gain']:+.4f}, p = {row['p']:.3g}" if baseline else "")
         )
         return row
+
+
+def _search(
+    study: Study,
+    optuna_study: Any,
+    objective: _Objective,
+    display: Display,
+    options: RunOptions,
+    pruner: Any,
+    n_trials: int,
+    signals: StopSignals,
+) -> None:
+    search.run_trials(
+        optuna_study,
+        study.search,
+        objective,
+        n_trials,
+        options.timeout or study.settings.timeout,
+        on_outcome=lambda o: display.outcome(o.number, o.state.name, o.reason),
+        goals=study.settings.objectives,
+        constraints=study.settings.constraints,
+        pruner=pruner,
+        stop=lambda: signals.requested,
+    )
+
+
+def _run_workers(study: Study, options: RunOptions, locations: StudyLocations) -> None:
+    """``kdsweep worker`` processes on this machine, one GPU each when there are several."""
+    command = [
+        sys.executable,
+        "-m",
+        "kdsweep",
+        "worker",
+        str(study.path),
+        "--storage",
+        locations.storage,
+        "--tracking-uri",
+        locations.tracking_uri,
+        "--results",
+        str(locations.results),
+    ]
+    for flag, value in (
+        ("--n-trials", options.n_trials),
+        ("--timeout", options.timeout),
+        ("--device", options.device),
+    ):
+        if value is not None:
+            command += [flag, str(value)]
+    if options.graceful:
+        command.append("--graceful")
+    gpus = torch.cuda.device_count()
+    processes = []
+    for number in range(options.workers):
+        env = dict(os.environ)
+        if gpus > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(number % gpus)
+        processes.append(subprocess.Popen(command, env=env))
+    try:
+        codes = [process.wait() for process in processes]
+    except KeyboardInterrupt:
+        for process in processes:
+            process.send_signal(signal.SIGINT)
+        for process in processes:
+            process.wait()
+        raise
+    if any(codes):
+        raise KdsweepError(f"worker exit codes: {codes}")
+
+
+def _retrying(create: Callable[[], Any], attempts: int = 6) -> Any:
+    """``create()``, tried again after a short random pause when it fails."""
+    for attempt in range(attempts):
+        try:
+            return create()
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random() * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _check_goals(study: Study) -> None:

@@ -7,12 +7,16 @@ objective and tells Optuna the outcome.
 from __future__ import annotations
 
 import copy
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -21,6 +25,11 @@ from kdsweep.goals import DEFAULT_GOALS, Constraint, Goal
 from kdsweep.space import Dimension
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# A running trial's worker writes a heartbeat this often; a trial without one for the
+# grace period is failed and retried. Environment variables override both (in seconds).
+HEARTBEAT_INTERVAL_S = int(os.environ.get("KDSWEEP_HEARTBEAT_S", "5"))
+GRACE_PERIOD_S = int(os.environ.get("KDSWEEP_GRACE_S", "20"))
+WAIT_S = 1.0  # how often an idle worker looks again while others finish the study
 
 
 class TrialPruned(optuna.TrialPruned):
@@ -103,7 +112,7 @@ def open_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(
         study_name=settings.name,
-        storage=storage,
+        storage=make_storage(storage),
         sampler=sampler,
         pruner=optuna.pruners.NopPruner(),  # kdsweep prunes per width, see TrialHandle.report
         directions=[goal.direction for goal in settings.objectives],
@@ -154,42 +163,125 @@ def run_trials(
     goals: Sequence[Goal] = DEFAULT_GOALS,
     constraints: Sequence[Constraint] = (),
     pruner: optuna.pruners.BasePruner | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> list[Outcome]:
-    """Run trials until the study holds ``n_trials`` finished ones or ``timeout`` passes.
+    """Run trials until the study holds ``n_trials`` finished ones, ``timeout`` passes or
+    ``stop()`` says so. Several processes may run this on one study: together they finish
+    ``n_trials`` (the first ``n_trials`` trials by number that did not fail win; a trial a
+    dead worker left is failed after the heartbeat grace period and retried once).
 
-    Each call makes at most as many attempts as trials were missing when it began, so a
-    failing objective cannot loop forever; a failure stays inside its trial. Ctrl-C marks
-    the running trial failed and propagates.
+    Each call makes at most as many attempts as trials were missing when it began (plus
+    retries), so a failing objective cannot loop forever; a failure stays inside its trial.
+    Ctrl-C marks the running trial failed and propagates.
     """
     started = time.monotonic()
     outcomes: list[Outcome] = []
-    for _ in range(max(0, n_trials - finished_trials(study))):
+    attempts = max(0, n_trials - finished_trials(study))
+    while attempts > 0 and not stop():
         if timeout is not None and time.monotonic() - started >= timeout:
             break
-        if finished_trials(study) >= n_trials:
+        if is_heartbeat_enabled(study._storage):
+            with _quiet():
+                optuna.storages.fail_stale_trials(study)
+        counts = _counts(study)
+        if counts["finished"] >= n_trials:
             break
-        trial = study.ask()
-        handle = TrialHandle(trial, suggest(trial, space), pruner or optuna.pruners.NopPruner())
+        if counts["finished"] + counts["running"] >= n_trials and not counts["waiting"]:
+            time.sleep(WAIT_S)  # the rest is running elsewhere; it may still fail and retry
+            continue
+        with _quiet():
+            trial = study.ask()
+        if _surplus(study, trial.number, n_trials):
+            trial.set_user_attr("fail_reason", "surplus: n_trials was reached by other workers")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        attempts -= 1
+        outcome = _run_one(study, trial, space, objective, goals, constraints, pruner)
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+    return outcomes
+
+
+def _run_one(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    space: Sequence[Dimension],
+    objective: Objective,
+    goals: Sequence[Goal],
+    constraints: Sequence[Constraint],
+    pruner: optuna.pruners.BasePruner | None,
+) -> Outcome:
+    handle = TrialHandle(trial, suggest(trial, space), pruner or optuna.pruners.NopPruner())
+    # Optuna's own heartbeat thread: other workers see when this process dies.
+    with get_heartbeat_thread(trial._trial_id, study._storage):
         try:
             metrics = objective(handle)
             values = [metrics[goal.metric] for goal in goals]
         except optuna.TrialPruned as exc:
+            trial.set_user_attr("prune_reason", str(exc))
             study.tell(trial, state=TrialState.PRUNED)
-            outcome = Outcome(trial.number, TrialState.PRUNED, None, str(exc))
+            return Outcome(trial.number, TrialState.PRUNED, None, str(exc))
         except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted")
             study.tell(trial, state=TrialState.FAIL)
             raise
         except Exception as exc:
             trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
             study.tell(trial, state=TrialState.FAIL)
-            outcome = Outcome(trial.number, TrialState.FAIL, None, f"{type(exc).__name__}: {exc}")
-        else:
-            for constraint in constraints:
-                trial.set_constraint(str(constraint), constraint.violation(metrics))
-            study.tell(trial, values)
-            shown = ", ".join(f"{g.metric} {v:.4g}" for g, v in zip(goals, values, strict=True))
-            outcome = Outcome(trial.number, TrialState.COMPLETE, values, shown)
-        outcomes.append(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
-    return outcomes
+            return Outcome(trial.number, TrialState.FAIL, None, f"{type(exc).__name__}: {exc}")
+        for constraint in constraints:
+            trial.set_constraint(str(constraint), constraint.violation(metrics))
+        study.tell(trial, values)
+    shown = ", ".join(f"{g.metric} {v:.4g}" for g, v in zip(goals, values, strict=True))
+    return Outcome(trial.number, TrialState.COMPLETE, values, shown)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence Optuna's notes on heartbeats outside ``optimize`` (kdsweep beats itself)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
+        yield
+
+
+def _counts(study: optuna.Study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    return {
+        "finished": sum(t.state in FINISHED for t in trials),
+        "running": sum(t.state == TrialState.RUNNING for t in trials),
+        "waiting": sum(t.state == TrialState.WAITING for t in trials),
+    }
+
+
+def _surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
+    """Whether ``n_trials`` trials that did not fail precede trial ``number``."""
+    alive = (*FINISHED, TrialState.RUNNING)
+    earlier = [t for t in study.get_trials(deepcopy=False, states=alive) if t.number < number]
+    return len(earlier) >= n_trials
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage | str:
+    """A relational storage with heartbeats: a trial whose worker stops beating for
+    ``GRACE_PERIOD_S`` is failed and retried once with the same parameters."""
+    if not url.startswith(("sqlite", "postgresql", "mysql")):
+        return url
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=GRACE_PERIOD_S,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=1
+            ),
+        )
+
+
+def retried_trial(trial: optuna.Trial) -> int | None:
+    """The number of the trial this one retries, if it is a retry."""
+    frozen = trial.storage.get_trial(trial._trial_id)
+    return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)

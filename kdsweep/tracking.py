@@ -16,6 +16,7 @@ STUDY = "kdsweep.study"
 TRIAL_NUMBER = "kdsweep.trial_number"
 TRIAL_STATE = "kdsweep.trial_state"
 REASON = "kdsweep.reason"
+RETRY_OF = "kdsweep.retry_of"  # the trial a retried trial re-runs
 KEY = "kdsweep.key"  # content hash of a teacher or baseline run
 PARENT = "mlflow.parentRunId"
 MAX_PARAMS_PER_BATCH = 100
@@ -41,9 +42,12 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(study_name)
         if experiment is None:
             location = (artifact_root / study_name).resolve().as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(
-                study_name, artifact_location=location
-            )
+            try:
+                self.experiment_id = self.client.create_experiment(
+                    study_name, artifact_location=location
+                )
+            except Exception:  # another worker created it first
+                self.experiment_id = self.client.get_experiment_by_name(study_name).experiment_id
         else:
             if experiment.lifecycle_stage == "deleted":
                 self.client.restore_experiment(experiment.experiment_id)
@@ -53,17 +57,22 @@ class Tracker:
     def _study_run(self, reopen: bool) -> str:
         """The study's parent run: found by tag when it exists (resume), else created."""
         found = self.find_runs(role="study")
-        if found:
-            run_id = found[0].info.run_id
-            if reopen:
-                self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=self.study_name,
-            tags={ROLE: "study", STUDY: self.study_name},
-        )
-        return run.info.run_id
+        if not found:
+            created = self.client.create_run(
+                self.experiment_id,
+                run_name=self.study_name,
+                tags={ROLE: "study", STUDY: self.study_name},
+            )
+            # Workers starting together may each create one: the oldest wins, others go.
+            found = self.find_runs(role="study")
+            winner = min(found, key=lambda r: (r.info.start_time, r.info.run_id))
+            if winner.info.run_id != created.info.run_id:
+                self.client.delete_run(created.info.run_id)
+            found = [winner]
+        run_id = found[0].info.run_id
+        if reopen:
+            self.client.update_run(run_id, status="RUNNING")
+        return run_id
 
     def find_runs(self, role: str, **tags: str) -> list[Any]:
         """Runs of this study with ``kdsweep.role = role`` and the given extra tags."""

@@ -149,3 +149,44 @@ def test_pruned_trial_ends_its_run_killed_with_the_reason(write_study, tmp_path:
 class _QuietDisplay:
     def run_started(self, *args) -> None: ...
     def epoch(self, *args) -> None: ...
+
+
+FAILING_LOSSES = """
+import torch
+from kdsweep.plugin import hookimpl
+
+def nan_loss(batch):
+    return batch.student_logits.sum() * float("nan")
+
+def oom_loss(batch, step=0):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+@hookimpl
+def kdsweep_register_losses(registry):
+    registry.add_loss("nan_loss", nan_loss, needs_teacher=False)
+    registry.add_loss("oom_loss", oom_loss, needs_teacher=False)
+"""
+
+
+@pytest.mark.parametrize(
+    ("loss", "state", "status", "reason"),
+    [
+        ("nan_loss", "PRUNED", "KILLED", "training loss is nan at epoch 0"),
+        ("oom_loss", "FAIL", "FAILED", "CUDA out of memory"),
+    ],
+)
+def test_diverging_and_out_of_memory_trials(write_study, tmp_path, loss, state, status, reason):
+    (tmp_path / "failing.py").write_text(FAILING_LOSSES)
+    path = write_study(n_trials=2, loss=loss, search="")
+    path.write_text(
+        path.read_text().replace("seed = 0", 'seed = 0\nplugins = ["failing.py"]\nbaseline = false')
+    )
+    results = tmp_path / "results"
+    assert main(["run", str(path), "--results", str(results)]) == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{results / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == [state, state]  # the next trial still ran
+    _, runs = _runs_by_role(f"sqlite:///{results / 'mlflow.db'}", "tiny")
+    for run in runs["trial"]:
+        assert run.info.status == status
+        assert reason in run.data.tags["kdsweep.reason"]
+        assert "plugin" not in run.data.tags["kdsweep.reason"] or state == "PRUNED"

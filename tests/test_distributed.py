@@ -1,0 +1,196 @@
+"""Many workers on one study against a real PostgreSQL server on 127.0.0.1, and a worker
+killed with SIGKILL; SQLite with one worker killed and resumed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import psycopg
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+FAST_HEARTBEAT = {"KDSWEEP_HEARTBEAT_S": "1", "KDSWEEP_GRACE_S": "4"}
+
+STUDY = """
+[study]
+name = "distributed"
+n_trials = {n_trials}
+pruner = "none"
+baseline = false
+
+[teacher]
+model = "cnn"
+width = 8
+epochs = 2
+
+[student]
+model = "cnn"
+width = 2
+
+[train]
+epochs = {epochs}
+batch_size = 256
+
+[search]
+temperature = {{ low = 1.0, high = 8.0 }}
+"""
+
+
+def _admin(sql: str) -> None:
+    connection = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+    connection.close()
+
+
+@pytest.fixture
+def databases():
+    """Two fresh PostgreSQL databases: (Optuna URL, MLflow URL); dropped afterwards."""
+    names = [f"kdsweep_{kind}_{uuid.uuid4().hex[:10]}" for kind in ("optuna", "mlflow")]
+    for name in names:
+        _admin(f"CREATE DATABASE {name}")
+    yield tuple(f"{SERVER}/{name}" for name in names)
+    for name in names:
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _worker(
+    study: Path, storage: str, tracking: str, results: Path, *extra: str, env: dict | None = None
+) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kdsweep",
+            "worker",
+            str(study),
+            "--storage",
+            storage,
+            "--tracking-uri",
+            tracking,
+            "--results",
+            str(results),
+            *extra,
+        ],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _trial_runs(tracking: str) -> list:
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("distributed")
+    return client.search_runs([experiment.experiment_id], "tags.`kdsweep.role` = 'trial'")
+
+
+def _wait_for_running(storage: str, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name="distributed", storage=storage)
+            running = [t for t in study.trials if t.state == TrialState.RUNNING]
+            if running and running[0].user_attrs.get("epoch_val_accuracy"):
+                return running[0].number
+        except KeyError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("no trial started")
+
+
+def test_three_workers_finish_exactly_n_trials(databases, tmp_path) -> None:
+    storage, tracking = databases
+    study = tmp_path / "study.toml"
+    study.write_text(STUDY.format(n_trials=6, epochs=2))
+    workers = [_worker(study, storage, tracking, tmp_path / "r") for _ in range(3)]
+    for worker in workers:
+        _, errors = worker.communicate(timeout=300)
+        assert worker.returncode == 0, errors[-2000:]
+    trials = optuna.load_study(study_name="distributed", storage=storage).trials
+    complete = [t.number for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6 and len(set(complete)) == 6
+    assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials)
+    runs = _trial_runs(tracking)
+    numbers = sorted(int(r.data.tags["kdsweep.trial_number"]) for r in runs)
+    assert numbers == sorted(complete)  # exactly one MLflow run per trial
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {
+        r.info.run_id
+        for r in MlflowClient(tracking_uri=tracking).search_runs(
+            [runs[0].info.experiment_id], "tags.`kdsweep.role` = 'study'"
+        )
+    }
+
+
+def test_a_killed_worker_loses_nothing(databases, tmp_path) -> None:
+    storage, tracking = databases
+    study = tmp_path / "study.toml"
+    study.write_text(STUDY.format(n_trials=3, epochs=40))
+    doomed = _worker(study, storage, tracking, tmp_path / "r", env=FAST_HEARTBEAT)
+    killed = _wait_for_running(storage)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    survivor = _worker(study, storage, tracking, tmp_path / "r", env=FAST_HEARTBEAT)
+    _, errors = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, errors[-2000:]
+    trials = optuna.load_study(study_name="distributed", storage=storage).trials
+    assert trials[killed].state == TrialState.FAIL
+    retries = [
+        t
+        for t in trials
+        if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed
+    ]
+    assert len(retries) == 1 and retries[0].params == trials[killed].params
+    assert retries[0].state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+    runs = {int(r.data.tags["kdsweep.trial_number"]): r for r in _trial_runs(tracking)}
+    assert runs[retries[0].number].data.tags["kdsweep.retry_of"] == str(killed)
+    assert killed in runs  # the killed trial's run (and its epochs so far) is kept
+    assert all(
+        runs[t.number].info.status == "FINISHED" for t in trials if t.state == TrialState.COMPLETE
+    )
+
+
+def test_sqlite_single_worker_killed_then_resumed(tmp_path) -> None:
+    study = tmp_path / "study.toml"
+    study.write_text(STUDY.format(n_trials=3, epochs=40))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _worker(study, storage, tracking, tmp_path / "r", env=FAST_HEARTBEAT)
+    killed = _wait_for_running(storage)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    again = _worker(study, storage, tracking, tmp_path / "r", env=FAST_HEARTBEAT)
+    _, errors = again.communicate(timeout=300)
+    assert again.returncode == 0, errors[-2000:]
+    trials = optuna.load_study(study_name="distributed", storage=storage).trials
+    assert trials[killed].state == TrialState.FAIL
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+
+
+def test_sigterm_stops_cleanly(tmp_path) -> None:
+    study = tmp_path / "study.toml"
+    study.write_text(STUDY.format(n_trials=3, epochs=40))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    worker = _worker(study, storage, tracking, tmp_path / "r")
+    running = _wait_for_running(storage)
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=120)
+    assert worker.returncode == 130
+    trial = optuna.load_study(study_name="distributed", storage=storage).trials[running]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "interrupted"
+    (run,) = [
+        r for r in _trial_runs(tracking) if r.data.tags["kdsweep.trial_number"] == str(running)
+    ]
+    assert run.info.status == "KILLED"
