@@ -115,13 +115,17 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
     experiment = Experiment(study, device, ModelCache(locations.results / "cache"))
     experiment.check_models()
     locations.results.mkdir(parents=True, exist_ok=True)
-    n_trials = options.n_trials or settings.n_trials
+    n_trials = settings.n_trials if options.n_trials is None else options.n_trials
     # Workers starting together race to create the database tables: retry the loser.
-    optuna_study = _retrying(lambda: search.open_study(settings, locations.storage, sampler))
+    optuna_study = _retrying(
+        lambda: search.open_study(settings, locations.storage, sampler),
+        f"Optuna storage {redact_url(locations.storage)}",
+    )
     tracker = _retrying(
         lambda: tracking.Tracker(
             locations.tracking_uri, settings.name, locations.results / "artifacts"
-        )
+        ),
+        f"MLflow tracking store {redact_url(locations.tracking_uri)}",
     )
     with display:
         display.stage(
@@ -448,14 +452,20 @@ def _run_workers(study: Study, options: RunOptions, locations: StudyLocations) -
         raise KdsweepError(f"worker exit codes: {codes}")
 
 
-def _retrying(create: Callable[[], Any], attempts: int = 6) -> Any:
-    """``create()``, tried again after a short random pause when it fails."""
+def _retrying(create: Callable[[], Any], what: str, attempts: int = 4) -> Any:
+    """``create()``, tried again after a short random pause when it fails; then an error
+    naming ``what`` (with any password hidden)."""
     for attempt in range(attempts):
         try:
             return create()
-        except Exception:
+        except KdsweepError:
+            raise
+        except Exception as exc:
             if attempt == attempts - 1:
-                raise
+                cause = redact_url(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+                raise KdsweepError(
+                    f"cannot open the {what}: {type(exc).__name__}: {cause}"
+                ) from None
             time.sleep(0.5 + random.random() * (attempt + 1))
     raise AssertionError("unreachable")
 

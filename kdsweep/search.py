@@ -284,4 +284,5 @@ def make_storage(url: str) -> optuna.storages.BaseStorage | str:
 def retried_trial(trial: optuna.Trial) -> int | None:
     """The number of the trial this one retries, if it is a retry."""
     frozen = trial.storage.get_trial(trial._trial_id)
-    return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    with _quiet():
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
