@@ -194,3 +194,58 @@ def test_sigterm_stops_cleanly(tmp_path) -> None:
         r for r in _trial_runs(tracking) if r.data.tags["kdsweep.trial_number"] == str(running)
     ]
     assert run.info.status == "KILLED"
+
+
+def test_graceful_stop_finishes_the_running_trial(tmp_path) -> None:
+    study = tmp_path / "study.toml"
+    study.write_text(STUDY.format(n_trials=5, epochs=25))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    worker = _worker(study, storage, tracking, tmp_path / "r", "--graceful")
+    running = _wait_for_running(storage)
+    worker.send_signal(signal.SIGTERM)
+    _, errors = worker.communicate(timeout=120)
+    assert worker.returncode == 0, errors[-2000:]
+    trials = optuna.load_study(study_name="distributed", storage=storage).trials
+    assert trials[running].state == TrialState.COMPLETE
+    assert len(trials) == running + 1  # no trial started after the signal
+
+
+def test_run_starts_local_workers(databases, tmp_path) -> None:
+    storage, tracking = databases
+    study = tmp_path / "study.toml"
+    study.write_text(STUDY.format(n_trials=4, epochs=2))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kdsweep",
+            "run",
+            str(study),
+            "--workers",
+            "2",
+            "--storage",
+            storage,
+            "--tracking-uri",
+            tracking,
+            "--results",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = optuna.load_study(study_name="distributed", storage=storage).trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+    assert done.stderr.count("starting 2 worker processes") == 1
+
+
+def test_run_refuses_several_workers_on_sqlite(tmp_path, capsys) -> None:
+    from kdsweep.cli import main
+
+    study = tmp_path / "study.toml"
+    study.write_text(STUDY.format(n_trials=4, epochs=2))
+    assert main(["run", str(study), "--workers", "2", "--results", str(tmp_path)]) == 2
+    assert "needs a database server" in capsys.readouterr().err
