@@ -173,19 +173,19 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
     return summary
 
 
-class _Objective:
-    """One trial: resolve settings, open its MLflow run, train, log, close the run."""
+@dataclass
+class _Context:
+    """What the trials and the repeats of one study share."""
 
-    def __init__(
-        self,
-        study: Study,
-        experiment: Experiment,
-        tracker: tracking.Tracker,
-        display: Display,
-        baselines: _Baselines | None,
-    ) -> None:
-        self.study, self.experiment, self.tracker = study, experiment, tracker
-        self.display, self.baselines = display, baselines
+    study: Study
+    experiment: Experiment
+    tracker: tracking.Tracker
+    display: Display
+    baselines: _Baselines | None
+
+
+class _Objective(_Context):
+    """One trial: resolve settings, open its MLflow run, train, log, close the run."""
 
     def __call__(self, handle: search.TrialHandle) -> dict[str, float]:
         settings = self.study.resolve(handle.params)
@@ -321,20 +321,9 @@ class _Baselines:
         return {width: record for (width, s), record in self.records.items() if s == seed}
 
 
-class _Repeats:
+class _Repeats(_Context):
     """Re-run the best trial of each width over ``repeats`` further seeds, next to the
     baseline at the same width and seeds, and compare them (Welch's t-test)."""
-
-    def __init__(
-        self,
-        study: Study,
-        experiment: Experiment,
-        tracker: tracking.Tracker,
-        display: Display,
-        baselines: _Baselines | None,
-    ) -> None:
-        self.study, self.experiment, self.tracker = study, experiment, tracker
-        self.display, self.baselines = display, baselines
 
     def run(self, optuna_study: Any) -> list[dict[str, Any]]:
         """One row of statistics per width; kept when a rerun finds the same best trials."""

@@ -136,7 +136,7 @@ def test_pruned_trial_ends_its_run_killed_with_the_reason(write_study, tmp_path:
     locations = StudyLocations.of(study, RunOptions(results=str(tmp_path / "r")))
     tracker = Tracker(locations.tracking_uri, "tiny")
     experiment = Experiment(study, pick_device("cpu"), ModelCache(tmp_path / "cache"))
-    objective = _Objective(study, experiment, tracker, _QuietDisplay(), {})
+    objective = _Objective(study, experiment, tracker, _QuietDisplay(), None)
     trial = optuna.create_study().ask()
     with pytest.raises(TrialPruned):
         objective(_AlwaysPrune(trial, {}))
