@@ -52,36 +52,25 @@ class ModelCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def load(
-        self, kind: str, key: str
-    ) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]] | None:
-        """The cached state dict (``None`` if only metrics were stored) and record, or ``None``."""
-        record_path = self._path(kind, key, ".json")
-        if not record_path.is_file():
+    def load(self, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The cached state dict and record, or ``None``."""
+        record_path, weights_path = self._path(kind, key, ".json"), self._path(kind, key, ".pt")
+        if not record_path.is_file() or not weights_path.is_file():
             return None
-        record = json.loads(record_path.read_text())
-        weights_path = self._path(kind, key, ".pt")
-        if record.get("has_weights"):
-            if not weights_path.is_file():
-                return None
-            return torch.load(weights_path, map_location="cpu", weights_only=True), record
-        return None, record
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        return state, json.loads(record_path.read_text())
 
     def store(
-        self,
-        kind: str,
-        key: str,
-        record: Mapping[str, Any],
-        state_dict: Mapping[str, torch.Tensor] | None = None,
+        self, kind: str, key: str, record: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]
     ) -> None:
-        """Save ``record`` (and weights if given); weights first, so the record implies them."""
+        """Save the weights, then ``record``: a record on disk implies its weights."""
         self._path(kind, key, "").parent.mkdir(parents=True, exist_ok=True)
-        if state_dict is not None:
-            _atomic_write(self._path(kind, key, ".pt"), lambda f: torch.save(dict(state_dict), f))
-        full = {**record, "has_weights": state_dict is not None}
+        _atomic_write(self._path(kind, key, ".pt"), lambda f: torch.save(dict(state_dict), f))
         _atomic_write(
             self._path(kind, key, ".json"),
-            lambda f: f.write(json.dumps(full, indent=2, sort_keys=True, default=str).encode()),
+            lambda f: f.write(
+                json.dumps(dict(record), indent=2, sort_keys=True, default=str).encode()
+            ),
         )
 
     def _path(self, kind: str, key: str, suffix: str) -> Path:

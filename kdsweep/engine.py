@@ -95,7 +95,6 @@ class FitResult:
     test_accuracy: float
     params: int
     train_time_s: float
-    epochs: int
 
 
 EpochCallback = Callable[[EpochReport], None]
@@ -201,6 +200,7 @@ def fit(
     # Evenly sized batches (sizes differ by at most one): no tiny last batch for BatchNorm.
     n_batches = max(1, math.ceil(n_train / settings.batch_size))
     main = objective.terms[0]
+    val_accuracy = math.nan
     callback_time = 0.0
     started = time.perf_counter()
     with (
@@ -245,10 +245,11 @@ def fit(
             train_loss = (loss_sum / n_train).item()
             if not math.isfinite(train_loss):
                 raise DivergedError(f"training loss is {train_loss} at epoch {epoch}")
+            val_accuracy = accuracy(models[0], data.val_x, data.val_y)
             report = EpochReport(
                 epoch=epoch,
                 train_loss=train_loss,
-                val_accuracy=accuracy(models[0], data.val_x, data.val_y),
+                val_accuracy=val_accuracy,
                 values={
                     **{k: float(v) for k, v in values[0].items() if k in main.schedules},
                     "lr": lr,
@@ -260,11 +261,10 @@ def fit(
                 callback_time += time.perf_counter() - callback_started
     train_time = time.perf_counter() - started - callback_time
     return FitResult(
-        val_accuracy=accuracy(models[0], data.val_x, data.val_y),
+        val_accuracy=val_accuracy,  # of the last epoch: the weights have not changed since
         test_accuracy=accuracy(models[0], data.test_x, data.test_y),
         params=count_params(models[0]),
         train_time_s=train_time,
-        epochs=settings.epochs,
     )
 
 

@@ -219,7 +219,7 @@ class Experiment:
             )
             train_time += result.train_time_s
             previous = student
-        return replace(result, train_time_s=train_time, epochs=self.epochs(settings))
+        return replace(result, train_time_s=train_time)
 
     def _objective(
         self,
@@ -359,7 +359,7 @@ class Experiment:
         )
         model = self._build(kind, choice, f"[{kind}] width", seed=train.seed)
         cached = self.cache.load(cache_kind, key)
-        if cached is not None and cached[0] is not None:
+        if cached is not None:
             state, record = cached
             model.load_state_dict(state)
             return model, ModelRecord(**{**record["metrics"], "key": key, "cached": True})

@@ -96,6 +96,8 @@ class TrialHandle:
         """
         self.epoch_values[str(step)] = value
         self.trial.set_user_attr(EPOCH_VALUES, self.epoch_values)
+        if isinstance(self.pruner, optuna.pruners.NopPruner):
+            return
         frozen = _with_epoch_values(self.trial.storage.get_trial(self.trial._trial_id))
         if self.pruner.prune(_SameWidth(self.trial.study, self.params.get(WIDTH)), frozen):
             raise TrialPruned(f"pruned at epoch {step} (val_accuracy {value:.4f})")
