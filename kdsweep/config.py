@@ -63,6 +63,7 @@ class StudySettings:
     seed: int = 0
     baseline: bool = True
     repeats: int = 0
+    fuse: int | str = 1  # trials trained together as one batched model, or "auto"
     plugins: tuple[str, ...] = ()
     results: str = "results"
     storage: str | None = None

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,37 +123,111 @@ def build_seeded(build: Callable[[], nn.Module], seed: int, device: torch.device
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-    """The model's logits for ``inputs``, in eval mode, without gradients."""
+def predict_logits(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    batch_size: int = 2048,
+    settings: TrainSettings | None = None,
+) -> torch.Tensor:
+    """The model's logits for ``inputs``, in eval mode, without gradients (with the
+    precision and memory format of ``settings`` when given)."""
     was_training = model.training
     model.eval()
-    outputs = torch.cat([model(chunk) for chunk in inputs.split(batch_size)])
+    settings = settings or TrainSettings(precision="fp32", memory_format="contiguous")
+    layout = memory_format(settings, inputs)
+    with autocast(settings, inputs.device):
+        outputs = torch.cat(
+            [model(chunk.contiguous(memory_format=layout)) for chunk in inputs.split(batch_size)]
+        )
     model.train(was_training)
-    return outputs
+    return outputs.float()
 
 
-def accuracy(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+def accuracy(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    settings: TrainSettings | None = None,
+) -> float:
     """Top-1 accuracy of ``model`` on the given tensors, in [0, 1]."""
-    predictions = predict_logits(model, inputs).argmax(dim=1)
+    predictions = predict_logits(model, inputs, settings=settings).argmax(dim=1)
     return (predictions == targets).float().mean().item()
 
 
-def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """The optimizer named by ``settings.optimizer``."""
-    params = model.parameters()
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
+
+
+def optimizer_group(params: Iterable[nn.Parameter], settings: TrainSettings) -> dict[str, Any]:
+    """One optimizer param group with the options of ``settings``."""
+    group: dict[str, Any] = {
+        "params": list(params),
+        "lr": settings.lr,
+        "weight_decay": settings.weight_decay,
+    }
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=settings.lr,
-            momentum=settings.momentum,
-            weight_decay=settings.weight_decay,
-            nesterov=settings.momentum > 0,
-        )
-    if settings.optimizer == "adam":
-        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    if settings.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    raise ValueError(f"unknown optimizer '{settings.optimizer}'")
+        group.update(momentum=settings.momentum, nesterov=settings.momentum > 0)
+    return group
+
+
+def make_optimizer(
+    groups: Sequence[tuple[Iterable[nn.Parameter], TrainSettings]],
+) -> torch.optim.Optimizer:
+    """One optimizer over several param groups, each with its own settings (lr, ...); all
+    groups must name the same optimizer."""
+    kinds = {settings.optimizer for _, settings in groups}
+    if len(kinds) != 1 or not kinds <= OPTIMIZERS.keys():
+        raise ValueError(f"one optimizer of {', '.join(OPTIMIZERS)} expected, got {kinds}")
+    return OPTIMIZERS[kinds.pop()]([optimizer_group(p, s) for p, s in groups])
+
+
+def autocast(settings: TrainSettings, device: torch.device) -> AbstractContextManager[Any]:
+    """bf16 autocast when ``settings.precision`` asks for it (``auto``: on a CUDA device
+    that supports bf16), else no autocast (fp32)."""
+    precision = settings.precision
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        precision = "bf16" if cuda_bf16 else "fp32"
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def memory_format(settings: TrainSettings, inputs: torch.Tensor) -> torch.memory_format:
+    """channels_last for image batches when asked for (``auto``: on CUDA), else contiguous."""
+    wanted = settings.memory_format
+    if wanted == "auto":
+        wanted = "channels_last" if inputs.device.type == "cuda" else "contiguous"
+    if wanted == "channels_last" and inputs.dim() == 4:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def objective_loss(
+    objective: Objective, values: Sequence[Mapping[str, Any]], batch: LossBatch
+) -> torch.Tensor:
+    """The objective's weighted sum of terms on ``batch``, with the params in force."""
+    total = torch.zeros((), device=batch.student_logits.device)
+    for term, term_values in zip(objective.terms, values, strict=True):
+        total = total + term.weight * term.fn(batch, **term_values)
+    return total
+
+
+def scheduled_values(
+    objective: Objective, values: Sequence[Mapping[str, Any]], lr: float
+) -> dict[str, float]:
+    """What an epoch report shows: the main loss's scheduled params in force, and the lr."""
+    main = objective.terms[0]
+    return {**{k: float(v) for k, v in values[0].items() if k in main.schedules}, "lr": lr}
+
+
+def even_batches(n_samples: int, batch_size: int) -> int:
+    """How many batches of at most about ``batch_size``: sizes then differ by at most one,
+    so there is no tiny last batch for BatchNorm."""
+    return max(1, math.ceil(n_samples / batch_size))
 
 
 def learning_rate(settings: TrainSettings, schedule: BoundSchedule | None, epoch: int) -> float:
@@ -193,13 +267,15 @@ def fit(
     per_batch_teachers = bool(teachers.models) and (
         augment is not None or bool(objective.teacher_layers) or not teachers.logits
     )
+    layout = memory_format(settings, data.train_x)
+    for model in (*models, *teachers.models):
+        model.to(memory_format=layout)
+    forward = [compiled(model) if settings.compile else model for model in models]
     generator = torch.Generator().manual_seed(settings.seed)
     trained = nn.ModuleList([*models, *objective.modules])
-    optimizer = make_optimizer(trained, settings)
+    optimizer = make_optimizer([(trained.parameters(), settings)])
     n_train = len(data.train_y)
-    # Evenly sized batches (sizes differ by at most one): no tiny last batch for BatchNorm.
-    n_batches = max(1, math.ceil(n_train / settings.batch_size))
-    main = objective.terms[0]
+    n_batches = even_batches(n_train, settings.batch_size)
     val_accuracy = math.nan
     callback_time = 0.0
     started = time.perf_counter()
@@ -219,25 +295,26 @@ def fit(
                 inputs, targets = data.train_x[index], data.train_y[index]
                 if augment is not None:
                     inputs = augment(inputs)
-                outputs = [model(inputs) for model in models]
-                if per_batch_teachers:
-                    with torch.no_grad():
-                        teacher_logits = tuple(teacher(inputs) for teacher in teachers.models)
-                else:
-                    teacher_logits = tuple(logits[index] for logits in teachers.logits)
-                value = torch.zeros((), device=device)
-                for k, logits in enumerate(outputs):
-                    batch = LossBatch(
-                        student_logits=logits,
-                        targets=targets,
-                        teacher_logits=teacher_logits[0] if teacher_logits else None,
-                        student_features=student_tap.features if k == 0 else {},
-                        teacher_features=teacher_tap.features if teacher_tap else {},
-                        all_teacher_logits=teacher_logits,
-                        peer_logits=tuple(o.detach() for j, o in enumerate(outputs) if j != k),
-                    )
-                    for term, term_values in zip(objective.terms, values, strict=True):
-                        value = value + term.weight * term.fn(batch, **term_values)
+                inputs = inputs.contiguous(memory_format=layout)
+                with autocast(settings, device):
+                    outputs = [model(inputs) for model in forward]
+                    if per_batch_teachers:
+                        with torch.no_grad():
+                            teacher_logits = tuple(teacher(inputs) for teacher in teachers.models)
+                    else:
+                        teacher_logits = tuple(logits[index] for logits in teachers.logits)
+                    value = torch.zeros((), device=device)
+                    for k, logits in enumerate(outputs):
+                        batch = LossBatch(
+                            student_logits=logits,
+                            targets=targets,
+                            teacher_logits=teacher_logits[0] if teacher_logits else None,
+                            student_features=student_tap.features if k == 0 else {},
+                            teacher_features=teacher_tap.features if teacher_tap else {},
+                            all_teacher_logits=teacher_logits,
+                            peer_logits=tuple(o.detach() for j, o in enumerate(outputs) if j != k),
+                        )
+                        value = value + objective_loss(objective, values, batch)
                 optimizer.zero_grad(set_to_none=True)
                 value.backward()
                 optimizer.step()
@@ -245,16 +322,9 @@ def fit(
             train_loss = (loss_sum / n_train).item()
             if not math.isfinite(train_loss):
                 raise DivergedError(f"training loss is {train_loss} at epoch {epoch}")
-            val_accuracy = accuracy(models[0], data.val_x, data.val_y)
-            report = EpochReport(
-                epoch=epoch,
-                train_loss=train_loss,
-                val_accuracy=val_accuracy,
-                values={
-                    **{k: float(v) for k, v in values[0].items() if k in main.schedules},
-                    "lr": lr,
-                },
-            )
+            val_accuracy = accuracy(models[0], data.val_x, data.val_y, settings)
+            shown = scheduled_values(objective, values, lr)
+            report = EpochReport(epoch, train_loss, val_accuracy, shown)
             if on_epoch is not None:
                 callback_started = time.perf_counter()
                 on_epoch(report)
@@ -262,10 +332,16 @@ def fit(
     train_time = time.perf_counter() - started - callback_time
     return FitResult(
         val_accuracy=val_accuracy,  # of the last epoch: the weights have not changed since
-        test_accuracy=accuracy(models[0], data.test_x, data.test_y),
+        test_accuracy=accuracy(models[0], data.test_x, data.test_y, settings),
         params=count_params(models[0]),
         train_time_s=train_time,
     )
+
+
+def compiled(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile`` of the model. Parameters are graph inputs, so later models of the
+    same architecture (the next trial at this width) reuse the compiled code."""
+    return torch.compile(model)
 
 
 def _teacher_tap(teachers: Teachers, objective: Objective) -> FeatureTap | nullcontext[None]:

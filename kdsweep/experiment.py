@@ -6,12 +6,14 @@ Turns resolved settings into engine calls; knows nothing of Optuna or MLflow.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
 
-from kdsweep import engine, objective
+from kdsweep import engine, fused, objective
 from kdsweep.cache import ModelCache, content_key, data_fingerprint, file_digest
 from kdsweep.components import DataSplits
 from kdsweep.config import Study
@@ -174,6 +176,44 @@ class Experiment:
             teachers=teachers,
             lr_schedule=self._schedule(settings, "lr"),
             on_epoch=on_epoch,
+        )
+
+    def can_fuse(self) -> bool:
+        """Whether every loss the study may use can train in fused groups: standard
+        training (not mutual, not generations), no layers read, no loss modules."""
+        for settings in self._reachable_losses():
+            for component, _ in objective.loss_terms(self.registry, settings):
+                if component.training != "standard" or component.layers:
+                    return False
+                if inspect.isclass(component.factory) and issubclass(component.factory, nn.Module):
+                    return False
+        return True
+
+    def run_group(
+        self,
+        group: Sequence[TrialSettings],
+        on_epochs: Sequence[engine.EpochCallback | None],
+    ) -> list[engine.FitResult | Exception]:
+        """Train trials that share the student's architecture together (fused); each
+        result is the trial's metrics or the exception that ended it."""
+        students = [
+            self._build("student", s.student, "[student]", seed=s.train.seed) for s in group
+        ]
+        terms = [objective.loss_terms(self.registry, s) for s in group]
+        teachers = None
+        if any(component.needs_teacher for t in terms for component, _ in t):
+            teachers = self.teacher_signal(group[0])
+        return fused.fit_group(
+            students,
+            self.data,
+            [s.train for s in group],
+            [
+                self._objective(s, t, student, None)
+                for s, t, student in zip(group, terms, students, strict=True)
+            ],
+            teachers=teachers,
+            lr_schedules=[self._schedule(s, "lr") for s in group],
+            on_epochs=on_epochs,
         )
 
     # -- internals -----------------------------------------------------------------------

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,14 @@ from typing import Any
 import torch
 from optuna.trial import TrialState
 
-from kdsweep import search, tracking
+from kdsweep import engine, search, tracking
 from kdsweep.cache import ModelCache
 from kdsweep.config import Study
 from kdsweep.display import Display, Row
 from kdsweep.engine import DivergedError, EpochReport, pick_device
 from kdsweep.errors import ConfigError, KdsweepError
 from kdsweep.experiment import Experiment, ModelRecord
+from kdsweep.fused import SHARED_TRAIN_SETTINGS
 from kdsweep.redact import redact_url
 from kdsweep.samplers import make_pruner, make_sampler
 from kdsweep.settings import TrialSettings
@@ -114,6 +115,7 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
     device = _device(options.device or settings.device)
     experiment = Experiment(study, device, ModelCache(locations.results / "cache"))
     experiment.check_models()
+    fuse = fusion_size(study, experiment)
     locations.results.mkdir(parents=True, exist_ok=True)
     n_trials = settings.n_trials if options.n_trials is None else options.n_trials
     # Workers starting together race to create the database tables: retry the loser.
@@ -146,8 +148,21 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
                 _run_workers(study, options, locations)
             else:
                 with StopSignals(options.graceful) as signals:
+                    fusion = (
+                        search.Fusion(fuse, objective.group, shared_paths(study))
+                        if (fuse > 1)
+                        else None
+                    )
                     _search(
-                        study, optuna_study, objective, display, options, pruner, n_trials, signals
+                        study,
+                        optuna_study,
+                        objective,
+                        display,
+                        options,
+                        pruner,
+                        n_trials,
+                        signals,
+                        fusion,
                     )
             if settings.repeats:
                 repeats = _Repeats(study, experiment, tracker, display, baselines)
@@ -184,13 +199,90 @@ class _Context:
     baselines: _Baselines | None
 
 
+@dataclass
+class _OpenTrial:
+    """A trial whose MLflow run is open: its settings, run and epoch callback."""
+
+    handle: search.TrialHandle
+    settings: TrialSettings
+    run_id: str
+    on_epoch: Callable[[EpochReport], None]
+
+
 class _Objective(_Context):
-    """One trial: resolve settings, open its MLflow run, train, log, close the run."""
+    """Trials: resolve settings, open their MLflow runs, train (alone or fused), log,
+    close the runs."""
 
     def __call__(self, handle: search.TrialHandle) -> dict[str, float]:
+        trial = self._open(handle)
+        try:
+            outcome: engine.FitResult | Exception = self.experiment.run_trial(
+                trial.settings, trial.on_epoch
+            )
+        except KeyboardInterrupt:
+            self._interrupted([trial])
+            raise
+        except Exception as exc:
+            outcome = exc
+        return self._close(trial, outcome)
+
+    def group(self, handles: Sequence[search.TrialHandle]) -> list[dict[str, float] | Exception]:
+        """Train the trials as fused groups of those that share an architecture (a retried
+        trial may not), each trial logged as if it had run alone."""
+        keys = [fusion_key(self.study.resolve(handle.params)) for handle in handles]
+        members: dict[tuple, list[int]] = {}
+        for handle, key in zip(handles, keys, strict=True):
+            members.setdefault(key, []).append(handle.number)
+        trials = [
+            self._open(
+                handle,
+                {tracking.FUSED_WITH: ",".join(map(str, members[key]))}
+                if len(members[key]) > 1
+                else {},
+            )
+            for handle, key in zip(handles, keys, strict=True)
+        ]
+        parts: dict[tuple, list[_OpenTrial]] = {}
+        for trial, key in zip(trials, keys, strict=True):
+            parts.setdefault(key, []).append(trial)
+        outcomes: dict[int, engine.FitResult | Exception] = {}
+        try:
+            for part in parts.values():
+                numbers = (t.handle.number for t in part)
+                outcomes.update(zip(numbers, self._fused(part), strict=True))
+        except KeyboardInterrupt:
+            self._interrupted(trials)
+            raise
+        results: list[dict[str, float] | Exception] = []
+        for trial in trials:
+            try:
+                results.append(self._close(trial, outcomes[trial.handle.number]))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _fused(self, part: list[_OpenTrial]) -> list[engine.FitResult | Exception]:
+        if len(part) == 1:
+            only = part[0]
+            try:
+                return [self.experiment.run_trial(only.settings, only.on_epoch)]
+            except Exception as exc:
+                return [exc]
+        try:
+            return self.experiment.run_group([t.settings for t in part], [t.on_epoch for t in part])
+        except Exception as exc:  # the whole group failed (e.g. out of memory)
+            return [exc] * len(part)
+
+    def _open(
+        self, handle: search.TrialHandle, extra_tags: Mapping[str, str] | None = None
+    ) -> _OpenTrial:
         settings = self.study.resolve(handle.params)
         handle.trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        tags = {**component_tags(self.study, settings), tracking.TRIAL_NUMBER: str(handle.number)}
+        tags = {
+            **component_tags(self.study, settings),
+            **(extra_tags or {}),
+            tracking.TRIAL_NUMBER: str(handle.number),
+        }
         retry_of = search.retried_trial(handle.trial)
         if retry_of is not None:
             tags[tracking.RETRY_OF] = str(retry_of)
@@ -204,42 +296,53 @@ class _Objective(_Context):
             self.display.epoch(report.epoch, report.val_accuracy, shown)
             handle.report(report.epoch, report.val_accuracy)
 
-        try:
-            result = self.experiment.run_trial(settings, on_epoch)
-        except search.TrialPruned as exc:
-            self.tracker.end_run(run_id, "KILLED", tags=_ended("PRUNED", str(exc)))
-            raise
-        except DivergedError as exc:
-            self.tracker.end_run(run_id, "KILLED", tags=_ended("PRUNED", str(exc)))
-            raise search.TrialPruned(str(exc)) from exc
-        except torch.cuda.OutOfMemoryError as exc:
+        return _OpenTrial(handle, settings, run_id, on_epoch)
+
+    def _interrupted(self, trials: Sequence[_OpenTrial]) -> None:
+        for trial in trials:
+            self.tracker.end_run(trial.run_id, "KILLED", tags=_ended("FAIL", "interrupted"))
+
+    def _close(self, trial: _OpenTrial, outcome: engine.FitResult | Exception) -> dict[str, float]:
+        """Log the outcome and end the run; an exception is re-raised as the search layer
+        expects it (pruned, or failed with its reason)."""
+        run_id, settings = trial.run_id, trial.settings
+        if isinstance(outcome, search.TrialPruned):
+            self.tracker.end_run(run_id, "KILLED", tags=_ended("PRUNED", str(outcome)))
+            raise outcome
+        if isinstance(outcome, DivergedError):
+            self.tracker.end_run(run_id, "KILLED", tags=_ended("PRUNED", str(outcome)))
+            raise search.TrialPruned(str(outcome)) from outcome
+        if isinstance(outcome, torch.cuda.OutOfMemoryError):
             gc.collect()
             torch.cuda.empty_cache()  # give the memory back before the next trial
-            reason = f"CUDA out of memory: {exc}"
+            reason = f"CUDA out of memory: {outcome}"
             self.tracker.end_run(run_id, "FAILED", tags=_ended("FAIL", reason))
             raise RuntimeError(reason) from None
-        except KeyboardInterrupt:
-            self.tracker.end_run(run_id, "KILLED", tags=_ended("FAIL", "interrupted"))
-            raise
-        except Exception as exc:
-            self.tracker.end_run(
-                run_id, "FAILED", tags=_ended("FAIL", f"{type(exc).__name__}: {exc}")
-            )
-            raise
+        if isinstance(outcome, Exception):
+            reason = f"{type(outcome).__name__}: {outcome}"
+            self.tracker.end_run(run_id, "FAILED", tags=_ended("FAIL", reason))
+            raise outcome
         metrics = {
-            "val_accuracy": result.val_accuracy,
-            "test_accuracy": result.test_accuracy,
-            "params": float(result.params),
-            "train_time_s": result.train_time_s,
+            "val_accuracy": outcome.val_accuracy,
+            "test_accuracy": outcome.test_accuracy,
+            "params": float(outcome.params),
+            "train_time_s": outcome.train_time_s,
             **self.experiment.costs(settings),
         }
         if self.baselines is not None:
             baseline = self.baselines.get(settings.student.width, settings.train.seed)
             metrics["baseline_test_accuracy"] = baseline.test_accuracy
-            metrics["kd_gain"] = result.test_accuracy - baseline.test_accuracy
+            metrics["kd_gain"] = outcome.test_accuracy - baseline.test_accuracy
         self.tracker.end_run(run_id, "FINISHED", metrics, tags=_ended("COMPLETE", ""))
-        handle.trial.set_user_attr("metrics", metrics)
+        trial.handle.trial.set_user_attr("metrics", metrics)
         return metrics
+
+
+def fusion_key(settings: TrialSettings) -> tuple:
+    """What trials trained together must share: the student, the loss and the settings
+    that shape the batches and the optimizer."""
+    shared = tuple(getattr(settings.train, name) for name in SHARED_TRAIN_SETTINGS)
+    return (settings.student, settings.loss.name, shared)
 
 
 def epoch_metrics(report: EpochReport) -> dict[str, float]:
@@ -383,6 +486,7 @@ def _search(
     pruner: Any,
     n_trials: int,
     signals: StopSignals,
+    fusion: search.Fusion | None,
 ) -> None:
     search.run_trials(
         optuna_study,
@@ -395,6 +499,39 @@ def _search(
         constraints=study.settings.constraints,
         pruner=pruner,
         stop=lambda: signals.requested,
+        fusion=fusion,
+    )
+
+
+AUTO_FUSE = {"cuda": 8, "cpu": 4}  # group size of fuse = "auto", by device type
+
+
+def fusion_size(study: Study, experiment: Experiment) -> int:
+    """How many trials train together: ``[study] fuse`` checked against what the study
+    does (``auto`` falls back to 1 where fusing cannot apply; a number gives an error)."""
+    wanted = study.settings.fuse
+    if wanted == 1:
+        return 1
+    reason = None
+    if not experiment.can_fuse():
+        reason = (
+            "fused trials need response-based losses (no layers read, no loss modules, "
+            "no mutual learning or generations)"
+        )
+    elif study.settings.sampler == "grid":
+        reason = "the grid sampler fixes every param of each trial, so it cannot fill a group"
+    if reason is None:
+        return AUTO_FUSE.get(experiment.device.type, 4) if wanted == "auto" else int(wanted)
+    if wanted == "auto":
+        return 1
+    raise ConfigError(f"{study.path}: [study] fuse = {wanted}: {reason}")
+
+
+def shared_paths(study: Study) -> tuple[str, ...]:
+    """Searched paths every member of a fused group shares with the group's first trial."""
+    shared = {"loss.name", *(f"train.{name}" for name in SHARED_TRAIN_SETTINGS)}
+    return tuple(
+        dim.path for dim in study.search if dim.path in shared or dim.path.startswith("student.")
     )
 
 

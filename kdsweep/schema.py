@@ -18,6 +18,8 @@ from kdsweep.settings import TrainSettings
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2", "nsga3", "qmc")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+PRECISIONS = ("auto", "fp32", "bf16")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 SCHEDULE_TARGETS = ("temperature", "alpha", "lr")  # loss params and the learning rate
 
 Check = Callable[[Any], str | None]  # returns a complaint, or None when the value is fine
@@ -53,6 +55,13 @@ class Field:
     check: Check | None = None
 
 
+def fuse_size(value: Any) -> str | None:
+    """Complain unless ``value`` is ``"auto"`` or a whole number >= 1."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return None
+    return 'must be "auto" or a whole number >= 1 (trials trained together)'
+
+
 STUDY_FIELDS = {
     "name": Field(str),
     "n_trials": Field(int, 20, positive),
@@ -62,6 +71,7 @@ STUDY_FIELDS = {
     "seed": Field(int, 0),
     "baseline": Field(bool, True),
     "repeats": Field(int, 0, non_negative),  # re-run each width's best trial over k seeds
+    "fuse": Field(object, 1, fuse_size),  # trials of one width trained together, or "auto"
     "plugins": Field("strings", ()),
     "results": Field(str, "results"),
     "storage": Field(str, None),
@@ -79,6 +89,9 @@ TRAIN_FIELDS = {
     "warmup_epochs": Field(int, TrainSettings.warmup_epochs, non_negative),
     "augment": Field(str, TrainSettings.augment, one_of(AUGMENTATIONS)),
     "crop_padding": Field(int, TrainSettings.crop_padding, non_negative),
+    "precision": Field(str, TrainSettings.precision, one_of(PRECISIONS)),
+    "memory_format": Field(str, TrainSettings.memory_format, one_of(MEMORY_FORMATS)),
+    "compile": Field(bool, TrainSettings.compile),
 }
 WEIGHT_FIELD = Field(float, 1.0, non_negative)  # of a loss term added to the main loss
 MODEL_FIELDS = {"model": Field(str, "cnn"), "width": Field("number", None, positive)}

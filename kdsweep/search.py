@@ -11,7 +11,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +154,24 @@ class Outcome:
     reason: str = ""
 
 
+# group objective(handles) -> per trial, its metrics or the exception that ended it
+GroupObjective = Callable[[Sequence[TrialHandle]], Sequence[Mapping[str, float] | Exception]]
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Trials asked and trained in groups of ``size``.
+
+    :param shared: searched paths every member of a group takes from the group's first
+        trial (the student's architecture, batch size, ...); the sampler chooses the
+        other params of each member.
+    """
+
+    size: int
+    objective: GroupObjective
+    shared: tuple[str, ...] = ()
+
+
 def run_trials(
     study: optuna.Study,
     space: Sequence[Dimension],
@@ -166,15 +184,19 @@ def run_trials(
     constraints: Sequence[Constraint] = (),
     pruner: optuna.pruners.BasePruner | None = None,
     stop: Callable[[], bool] = lambda: False,
+    fusion: Fusion | None = None,
 ) -> list[Outcome]:
     """Run trials until the study holds ``n_trials`` finished ones, ``timeout`` passes or
     ``stop()`` says so. Several processes may run this on one study: together they finish
     ``n_trials`` (the first ``n_trials`` trials by number that did not fail win; a trial a
     dead worker left is failed after the heartbeat grace period and retried once).
 
+    With ``fusion``, trials are asked in groups and trained together; each is still told
+    and reported on its own.
+
     Each call makes at most as many attempts as trials were missing when it began (plus
     retries), so a failing objective cannot loop forever; a failure stays inside its trial.
-    Ctrl-C marks the running trial failed and propagates.
+    Ctrl-C marks the running trials failed and propagates.
     """
     started = time.monotonic()
     outcomes: list[Outcome] = []
@@ -188,53 +210,121 @@ def run_trials(
         counts = _counts(study)
         if counts["finished"] >= n_trials:
             break
-        if counts["finished"] + counts["running"] >= n_trials and not counts["waiting"]:
+        free = n_trials - counts["finished"] - counts["running"]
+        if free <= 0 and not counts["waiting"]:
             time.sleep(WAIT_S)  # the rest is running elsewhere; it may still fail and retry
             continue
-        with _quiet():
-            trial = study.ask()
-        if _surplus(study, trial.number, n_trials):
-            trial.set_user_attr("fail_reason", "surplus: n_trials was reached by other workers")
-            study.tell(trial, state=TrialState.FAIL)
+        size = min(fusion.size, attempts, max(free, 1)) if fusion else 1
+        handles = _ask_group(study, space, size, fusion.shared if fusion else (), pruner)
+        live = []
+        for handle in handles:
+            if _surplus(study, handle.number, n_trials):
+                handle.trial.set_user_attr(
+                    "fail_reason", "surplus: n_trials was reached by other workers"
+                )
+                study.tell(handle.trial, state=TrialState.FAIL)
+            else:
+                live.append(handle)
+        attempts -= len(live)
+        if not live:
             continue
-        attempts -= 1
-        outcome = _run_one(study, trial, space, objective, goals, constraints, pruner)
-        outcomes.append(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
+        for outcome in _run_group(study, live, objective, fusion, goals, constraints):
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
     return outcomes
 
 
-def _run_one(
+def _ask_group(
     study: optuna.Study,
-    trial: optuna.Trial,
     space: Sequence[Dimension],
+    size: int,
+    shared: Sequence[str],
+    pruner: optuna.pruners.BasePruner | None,
+) -> list[TrialHandle]:
+    """``size`` new trials; after the first, the sampler keeps the ``shared`` params fixed
+    to the first trial's values."""
+    pruner = pruner or optuna.pruners.NopPruner()
+    with _quiet():
+        first = study.ask()
+    handles = [TrialHandle(first, suggest(first, space), pruner)]
+    if size > 1:
+        fixed = {path: handles[0].params[path] for path in shared if path in handles[0].params}
+        sampler = study.sampler
+        with _quiet():
+            study.sampler = optuna.samplers.PartialFixedSampler(fixed, sampler)
+        try:
+            for _ in range(size - 1):
+                with _quiet():
+                    trial = study.ask()
+                handles.append(TrialHandle(trial, suggest(trial, space), pruner))
+        finally:
+            study.sampler = sampler
+    return handles
+
+
+def _run_group(
+    study: optuna.Study,
+    handles: Sequence[TrialHandle],
     objective: Objective,
+    fusion: Fusion | None,
     goals: Sequence[Goal],
     constraints: Sequence[Constraint],
-    pruner: optuna.pruners.BasePruner | None,
-) -> Outcome:
-    handle = TrialHandle(trial, suggest(trial, space), pruner or optuna.pruners.NopPruner())
-    # Optuna's own heartbeat thread: other workers see when this process dies.
-    with get_heartbeat_thread(trial._trial_id, study._storage):
+) -> list[Outcome]:
+    """Train the trials (together when there are several) and tell Optuna each outcome."""
+    # Optuna's own heartbeat threads: other workers see when this process dies.
+    with ExitStack() as beating:
+        for handle in handles:
+            beating.enter_context(get_heartbeat_thread(handle.trial._trial_id, study._storage))
         try:
-            metrics = objective(handle)
-            values = [metrics[goal.metric] for goal in goals]
-        except optuna.TrialPruned as exc:
-            trial.set_user_attr("prune_reason", str(exc))
-            study.tell(trial, state=TrialState.PRUNED)
-            return Outcome(trial.number, TrialState.PRUNED, None, str(exc))
+            if len(handles) == 1 or fusion is None:
+                results: Sequence[Mapping[str, float] | Exception] = [
+                    _guarded(objective, handle) for handle in handles
+                ]
+            else:
+                results = fusion.objective(handles)
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted")
-            study.tell(trial, state=TrialState.FAIL)
+            for handle in handles:
+                handle.trial.set_user_attr("fail_reason", "interrupted")
+                study.tell(handle.trial, state=TrialState.FAIL)
             raise
-        except Exception as exc:
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
-            study.tell(trial, state=TrialState.FAIL)
-            return Outcome(trial.number, TrialState.FAIL, None, f"{type(exc).__name__}: {exc}")
-        for constraint in constraints:
-            trial.set_constraint(str(constraint), constraint.violation(metrics))
-        study.tell(trial, values)
+        return [
+            _tell(study, handle.trial, result, goals, constraints)
+            for handle, result in zip(handles, results, strict=True)
+        ]
+
+
+def _guarded(objective: Objective, handle: TrialHandle) -> Mapping[str, float] | Exception:
+    try:
+        return objective(handle)
+    except Exception as exc:
+        return exc
+
+
+def _tell(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    result: Mapping[str, float] | Exception,
+    goals: Sequence[Goal],
+    constraints: Sequence[Constraint],
+) -> Outcome:
+    """Tell Optuna how the trial ended: complete with its goal values, pruned or failed."""
+    if isinstance(result, optuna.TrialPruned):
+        trial.set_user_attr("prune_reason", str(result))
+        study.tell(trial, state=TrialState.PRUNED)
+        return Outcome(trial.number, TrialState.PRUNED, None, str(result))
+    try:
+        if isinstance(result, Exception):
+            raise result
+        values = [result[goal.metric] for goal in goals]
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+        return Outcome(trial.number, TrialState.FAIL, None, reason)
+    for constraint in constraints:
+        trial.set_constraint(str(constraint), constraint.violation(result))
+    study.tell(trial, values)
     shown = ", ".join(f"{g.metric} {v:.4g}" for g, v in zip(goals, values, strict=True))
     return Outcome(trial.number, TrialState.COMPLETE, values, shown)
 

@@ -21,6 +21,11 @@ class TrainSettings:
     crop_padding: int = 4  # pixels of zero padding before a random crop
     optimizer: str = "sgd"  # sgd | adam | adamw
     seed: int = 0
+    precision: str = "auto"  # auto (bf16 on a CUDA device that has it, else fp32) | fp32 | bf16
+    memory_format: str = (
+        "auto"  # auto (channels_last for images on CUDA) | channels_last | contiguous
+    )
+    compile: bool = False  # torch.compile the student (compiled once per architecture)
 
 
 @dataclass(frozen=True)

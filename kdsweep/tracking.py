@@ -17,6 +17,7 @@ TRIAL_NUMBER = "kdsweep.trial_number"
 TRIAL_STATE = "kdsweep.trial_state"
 REASON = "kdsweep.reason"
 RETRY_OF = "kdsweep.retry_of"  # the trial a retried trial re-runs
+FUSED_WITH = "kdsweep.fused_with"  # numbers of the trials trained together with this one
 KEY = "kdsweep.key"  # content hash of a teacher or baseline run
 PARENT = "mlflow.parentRunId"
 MAX_PARAMS_PER_BATCH = 100

@@ -1,0 +1,204 @@
+"""Fused trials: k students trained as one batched model give the metrics of k separate
+trainings with the same seeds, and each trial is still told, logged and pruned alone."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from kdsweep_builtins.datasets import load_digits
+from kdsweep_builtins.losses import kd_loss
+from kdsweep_builtins.models import build_cnn
+from mlflow import MlflowClient
+
+from kdsweep import engine, fused
+from kdsweep.cli import load, main
+from kdsweep.errors import ConfigError
+from kdsweep.runner import RunOptions, run_study
+from kdsweep.settings import TrainSettings
+
+DATA = load_digits()
+CPU = torch.device("cpu")
+# Each member: its own temperature, alpha, learning rate and (in the second group) seed.
+MEMBERS = [
+    {"temperature": 4.0, "alpha": 0.9, "lr": 0.05},
+    {"temperature": 1.5, "alpha": 0.3, "lr": 0.1},
+    {"temperature": 8.0, "alpha": 0.6, "lr": 0.02},
+]
+
+
+def _teacher_logits() -> torch.Tensor:
+    teacher = engine.build_seeded(lambda: build_cnn(8, 10, DATA.input_shape), 0, CPU)
+    engine.fit(teacher, DATA, TrainSettings(epochs=2), engine.Objective.of(_ce))
+    return engine.predict_logits(teacher, DATA.train_x)
+
+
+def _ce(batch, **_):
+    return torch.nn.functional.cross_entropy(batch.student_logits, batch.targets)
+
+
+TEACHER = engine.Teachers(logits=(_teacher_logits(),))
+
+
+def _setup(member: dict, seed: int) -> tuple[torch.nn.Module, TrainSettings, engine.Objective]:
+    model = engine.build_seeded(lambda: build_cnn(4, 10, DATA.input_shape), seed, CPU)
+    settings = TrainSettings(epochs=3, batch_size=128, lr=member["lr"], seed=seed)
+    objective = engine.Objective.of(
+        kd_loss, temperature=member["temperature"], alpha=member["alpha"]
+    )
+    return model, settings, objective
+
+
+def _alone(member: dict, seed: int, on_epoch=None) -> engine.FitResult:
+    model, settings, objective = _setup(member, seed)
+    return engine.fit(model, DATA, settings, objective, teachers=TEACHER, on_epoch=on_epoch)
+
+
+def _together(seeds: list[int], on_epochs=None) -> list:
+    setups = [_setup(member, seed) for member, seed in zip(MEMBERS, seeds, strict=True)]
+    models, settings, objectives = (list(column) for column in zip(*setups, strict=True))
+    return fused.fit_group(
+        models, DATA, settings, objectives, teachers=TEACHER, on_epochs=on_epochs
+    )
+
+
+def _recorder(reports: list):
+    return lambda report: reports.append(report)
+
+
+@pytest.mark.parametrize("seeds", [[0, 0, 0], [0, 1, 2]], ids=["one-stream", "own-streams"])
+def test_a_fused_group_matches_its_trials_run_one_by_one(seeds: list[int]) -> None:
+    fused_reports: list[list] = [[] for _ in MEMBERS]
+    together = _together(seeds, [_recorder(r) for r in fused_reports])
+    for k, (member, seed) in enumerate(zip(MEMBERS, seeds, strict=True)):
+        reports: list = []
+        alone = _alone(member, seed, _recorder(reports))
+        assert len(reports) == len(fused_reports[k]) == 3
+        for one, batched in zip(reports, fused_reports[k], strict=True):
+            assert batched.train_loss == pytest.approx(one.train_loss, rel=1e-4)
+            assert batched.val_accuracy == pytest.approx(one.val_accuracy, abs=1.5 / 360)
+        assert together[k].test_accuracy == pytest.approx(alone.test_accuracy, abs=1.5 / 360)
+        assert together[k].params == alone.params
+    # The members really differ: the group did not train one model three times.
+    assert len({round(r[-1].train_loss, 6) for r in fused_reports}) == 3
+
+
+def test_a_pruned_or_diverging_member_leaves_the_group_alone() -> None:
+    class Stop(Exception):
+        pass
+
+    def prune_at_first_epoch(report) -> None:
+        raise Stop(f"pruned at epoch {report.epoch}")
+
+    diverging = dict(MEMBERS[2], lr=1e12)
+    setups = [_setup(MEMBERS[0], 0), _setup(MEMBERS[1], 0), _setup(diverging, 0)]
+    models, settings, objectives = (list(column) for column in zip(*setups, strict=True))
+    reports: list = []
+    results = fused.fit_group(
+        models,
+        DATA,
+        settings,
+        objectives,
+        teachers=TEACHER,
+        on_epochs=[_recorder(reports), prune_at_first_epoch, None],
+    )
+    assert isinstance(results[1], Stop)
+    assert isinstance(results[2], engine.DivergedError)
+    assert len(reports) == 3
+    alone = _alone(MEMBERS[0], 0)
+    assert results[0].test_accuracy == pytest.approx(alone.test_accuracy, abs=1.5 / 360)
+
+
+def test_members_must_share_the_batches_and_the_optimizer() -> None:
+    model, settings, objective = _setup(MEMBERS[0], 0)
+    other, _, _ = _setup(MEMBERS[1], 0)
+    with pytest.raises(ValueError, match=r"train\.batch_size"):
+        fused.fit_group(
+            [model, other],
+            DATA,
+            [settings, replace(settings, batch_size=32)],
+            [objective, objective],
+            teachers=TEACHER,
+        )
+
+
+STUDY = """
+[study]
+name = "fused"
+n_trials = 6
+pruner = "none"
+seed = 0
+fuse = 3
+
+[teacher]
+model = "cnn"
+width = 8
+epochs = 2
+
+[student]
+model = "cnn"
+
+[train]
+epochs = 2
+batch_size = 128
+
+[loss]
+name = "{loss}"
+
+[search]
+temperature = {{ low = 1.0, high = 8.0, log = true }}
+lr = {{ low = 0.01, high = 0.2, log = true }}
+width = {{ choices = [2, 4] }}
+"""
+
+
+def test_a_fused_study_tells_and_logs_every_trial_alone(tmp_path: Path) -> None:
+    path = tmp_path / "study.toml"
+    path.write_text(STUDY.format(loss="kd"))
+    results = tmp_path / "results"
+    assert main(["run", str(path), "--results", str(results)]) == 0
+    study = optuna.load_study(study_name="fused", storage=f"sqlite:///{results / 'optuna.db'}")
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fused")
+    runs = client.search_runs([experiment.experiment_id], "tags.`kdsweep.role` = 'trial'")
+    assert len(runs) == 6
+    groups = {run.data.tags["kdsweep.fused_with"] for run in runs}
+    assert groups == {"0,1,2", "3,4,5"}
+    by_number = {t.number: t for t in trials}
+    for group in groups:
+        members = [by_number[int(n)] for n in group.split(",")]
+        # One architecture per group; the sampler chose each member's own temperature and lr.
+        assert len({t.params["student.width"] for t in members}) == 1
+        assert len({t.params["loss.temperature"] for t in members}) == 3
+        assert len({t.params["train.lr"] for t in members}) == 3
+    for run in runs:
+        trial = by_number[int(run.data.tags["kdsweep.trial_number"])]
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["val_accuracy"] == pytest.approx(trial.values[0])
+        assert float(run.data.params["loss.temperature"]) == pytest.approx(
+            trial.params["loss.temperature"]
+        )
+        history = client.get_metric_history(run.info.run_id, "epoch/val_accuracy")
+        assert [m.step for m in history] == [0, 1]
+        assert run.data.metrics["train_time_s"] > 0
+
+
+def test_fuse_refuses_losses_that_cannot_fuse_and_auto_falls_back(tmp_path: Path) -> None:
+    path = tmp_path / "study.toml"
+    text = STUDY.format(loss="dml")
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"\[study\] fuse = 3: fused trials need"):
+        run_study(load(path), RunOptions(results=str(tmp_path / "r"), n_trials=0))
+    path.write_text(
+        text.replace("fuse = 3", 'fuse = "auto"').replace("n_trials = 6", "n_trials = 2")
+    )
+    summary = run_study(load(path), RunOptions(results=str(tmp_path / "r2")))
+    assert summary.states == {"COMPLETE": 2}
+    path.write_text(text.replace("fuse = 3", "fuse = 0"))
+    with pytest.raises(ConfigError, match=r"\[study\] fuse = 0: must be"):
+        load(path)
