@@ -3,19 +3,22 @@
 (a) the loop a user would write by hand: a PyTorch DataLoader over the dataset, the
     teacher's forward pass on every batch, fp32, MLflow ``log_metric`` once per value,
     Optuna with SQLite storage and ``study.optimize``;
-(b) ``kdsweep`` (``run_study``), same teacher weights, search space, epochs, trials, seed.
+(b) ``kdsweep`` (``run_study``), same teacher weights, search space, epochs, trials and
+    seed, without baselines, ``jobs = "auto"``: twice, with its default median pruner and
+    with no pruning (every trial trained in full, as on the hand-written side).
 
-Both skip pruning and baselines, so that both train every trial in full. Prints trials
-per minute, wall time, best validation accuracy, their ratio, and kdsweep's
-orchestration overhead (wall time outside training and evaluation).
+Prints trials per minute, wall time, best validation accuracy, the ratio to the
+hand-written loop, and kdsweep's orchestration overhead: the share of the jobs' time
+(wall time x jobs) not spent in training and evaluation steps.
 
-    python bench/cpu_sweep.py [--trials 12] [--epochs 20]
+    python bench/cpu_sweep.py [--trials 12] [--epochs 20] [--jobs '"auto"']
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import textwrap
 import time
@@ -35,11 +38,12 @@ from kdsweep.runner import RunOptions, run_study
 
 STUDY = """
 [study]
-name = "bench"
+name = "{name}"
 n_trials = {trials}
-pruner = "none"
+pruner = "{pruner}"
 baseline = false
 seed = 0
+jobs = {jobs}
 
 [teacher]
 model = "cnn"
@@ -126,55 +130,89 @@ def hand_written(folder: Path, teacher_state: dict, trials: int, epochs: int) ->
     return {"wall_s": wall, "trials": trials, "best_val_accuracy": study.best_value}
 
 
-def with_kdsweep(folder: Path, trials: int, epochs: int) -> tuple[dict, dict]:
-    """kdsweep's sweep; the teacher is trained first (``--n-trials 0``) and not timed."""
-    path = folder / "study.toml"
-    path.write_text(textwrap.dedent(STUDY.format(trials=trials, epochs=epochs)))
+def with_kdsweep(folder: Path, trials: int, epochs: int, pruner: str, jobs: str) -> dict:
+    """kdsweep's sweep (its teacher is already in the results folder's cache)."""
+    name = f"bench-{pruner}"
+    path = folder / f"{name}.toml"
+    text = STUDY.format(name=name, trials=trials, epochs=epochs, pruner=pruner, jobs=jobs)
+    path.write_text(textwrap.dedent(text))
     study = load(path)
     quiet = Display()
     quiet.console.quiet = True
-    run_study(study, RunOptions(results=str(folder), n_trials=0, device="cpu"), quiet)
-    teacher_file = next((folder / "cache" / "teachers").glob("*.pt"))
-    teacher_state = torch.load(teacher_file, weights_only=True)
     started = time.perf_counter()
     run_study(study, RunOptions(results=str(folder), device="cpu"), quiet)
     wall = time.perf_counter() - started
-    optuna_study = optuna.load_study(
-        study_name="bench", storage=f"sqlite:///{folder / 'optuna.db'}"
+    optuna_study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
+    finished = [t for t in optuna_study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    complete = [t for t in finished if t.state.name == "COMPLETE"]
+    training = sum(
+        t.user_attrs["metrics"]["train_time_s"]
+        if t.state.name == "COMPLETE"
+        else t.user_attrs["train_time_s"]
+        for t in finished
     )
-    complete = [t for t in optuna_study.trials if t.state.name == "COMPLETE"]
-    training = sum(t.user_attrs["metrics"]["train_time_s"] for t in complete)
-    result = {
+    lanes = len(os.sched_getaffinity(0)) if jobs == '"auto"' else int(jobs)
+    return {
         "wall_s": wall,
-        "trials": len(complete),
+        "trials": len(finished),
+        "pruned": len(finished) - len(complete),
         "best_val_accuracy": max(t.values[0] for t in complete),
+        "jobs": lanes,
         "training_and_evaluation_s": training,
-        "orchestration_overhead": 1 - training / wall,
+        # The share of the jobs' time (wall time x jobs) not spent training or evaluating.
+        "orchestration_overhead": 1 - training / (wall * lanes),
     }
-    return result, teacher_state
+
+
+def prepared_teacher(folder: Path, epochs: int) -> dict:
+    """Train the teacher once with kdsweep (not timed); both sides use its weights."""
+    path = folder / "teacher.toml"
+    path.write_text(
+        textwrap.dedent(
+            STUDY.format(name="teacher", trials=1, epochs=epochs, pruner="none", jobs=1)
+        )
+    )
+    quiet = Display()
+    quiet.console.quiet = True
+    run_study(load(path), RunOptions(results=str(folder), n_trials=0, device="cpu"), quiet)
+    teacher_file = next((folder / "cache" / "teachers").glob("*.pt"))
+    return torch.load(teacher_file, weights_only=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--jobs", default='"auto"', help="kdsweep's [study] jobs")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as kd_folder, tempfile.TemporaryDirectory() as hand_folder:
-        kd, teacher_state = with_kdsweep(Path(kd_folder), args.trials, args.epochs)
-        hand = hand_written(Path(hand_folder), teacher_state, args.trials, args.epochs)
-    for name, result in (("hand-written", hand), ("kdsweep", kd)):
+        teacher_state = prepared_teacher(Path(kd_folder), args.epochs)
+        results = {
+            "hand-written": hand_written(
+                Path(hand_folder), teacher_state, args.trials, args.epochs
+            ),
+            "kdsweep": with_kdsweep(Path(kd_folder), args.trials, args.epochs, "median", args.jobs),
+            "kdsweep, no pruning": with_kdsweep(
+                Path(kd_folder), args.trials, args.epochs, "none", args.jobs
+            ),
+        }
+    hand = results["hand-written"]
+    for result in results.values():
         result["trials_per_minute"] = result["trials"] / result["wall_s"] * 60
-        print(
-            f"{name:>12}: {result['trials_per_minute']:.1f} trials/min, "
-            f"wall {result['wall_s']:.1f} s, best val acc {result['best_val_accuracy']:.4f}"
+    print(f"CPU threads: {torch.get_num_threads()}, trials {args.trials}, epochs {args.epochs}")
+    for name, result in results.items():
+        line = (
+            f"{name:>20}: {result['trials_per_minute']:5.1f} trials/min, wall "
+            f"{result['wall_s']:5.1f} s, best val acc {result['best_val_accuracy']:.4f}"
         )
-    print(
-        f"ratio (kdsweep / hand-written trials per minute): "
-        f"{kd['trials_per_minute'] / hand['trials_per_minute']:.2f}x"
-    )
-    print(f"kdsweep orchestration overhead: {kd['orchestration_overhead'] * 100:.1f}% of wall time")
-    print(json.dumps({"hand_written": hand, "kdsweep": kd}, indent=1))
+        if name != "hand-written":
+            ratio = result["trials_per_minute"] / hand["trials_per_minute"]
+            line += (
+                f", {ratio:.2f}x the hand-written loop, {result['pruned']} pruned, "
+                f"overhead {result['orchestration_overhead'] * 100:.1f}%"
+            )
+        print(line)
+    print(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

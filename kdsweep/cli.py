@@ -40,6 +40,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         results=args.results,
         workers=getattr(args, "workers", 1),
         graceful=args.graceful,
+        jobs=args.jobs,
+        plugins=tuple(args.plugin),
     )
     summary = run_study(study, options)
     print(f"results in {summary.locations.results}; open them with: kdsweep ui {args.study}")
@@ -152,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--graceful", action="store_true", help="on SIGINT/SIGTERM, finish the running trial first"
+    )
+    run.add_argument(
+        "--jobs", help='trials trained at the same time in this process, or "auto" ([study] jobs)'
     )
     run.set_defaults(handler=_cmd_run)
 

@@ -64,6 +64,7 @@ class StudySettings:
     baseline: bool = True
     repeats: int = 0
     fuse: int | str = 1  # trials trained together as one batched model, or "auto"
+    jobs: int | str = 1  # trials (or fused groups) trained at the same time, or "auto"
     plugins: tuple[str, ...] = ()
     results: str = "results"
     storage: str | None = None

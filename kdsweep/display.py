@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,7 @@ class Display:
             transient=True,
         )
         self._trials: Any = None
-        self._epochs: Any = None
+        self._bars = threading.local()  # each thread training a trial has its epoch bar
 
     def __enter__(self) -> Display:
         self.progress.start()
@@ -60,16 +61,18 @@ class Display:
         self._trials = self.progress.add_task("trials", total=total, completed=done, status="")
 
     def run_started(self, description: str, epochs: int | None) -> None:
-        """A new epoch bar for a training run."""
-        if self._epochs is not None:
-            self.progress.remove_task(self._epochs)
-        self._epochs = self.progress.add_task(description, total=epochs, status="")
+        """A new epoch bar for a training run (replacing this thread's last one)."""
+        previous = getattr(self._bars, "epochs", None)
+        if previous is not None:
+            self.progress.remove_task(previous)
+        self._bars.epochs = self.progress.add_task(description, total=epochs, status="")
 
     def epoch(self, epoch: int, val_accuracy: float, extra: str = "") -> None:
-        """Advance the epoch bar."""
-        if self._epochs is not None:
+        """Advance this thread's epoch bar."""
+        bar = getattr(self._bars, "epochs", None)
+        if bar is not None:
             status = f"val {val_accuracy:.3f} {extra}".strip()
-            self.progress.update(self._epochs, completed=epoch + 1, status=status)
+            self.progress.update(bar, completed=epoch + 1, status=status)
 
     def outcome(self, number: int, state: str, detail: str) -> None:
         """A line per finished trial, and the trial bar advanced."""

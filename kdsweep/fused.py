@@ -296,9 +296,8 @@ def _end_of_epoch(
         return DivergedError(f"training loss is {train_loss} at epoch {epoch}")
     if member.on_epoch is None:
         return None
-    report = EpochReport(
-        epoch, train_loss, member.val_accuracy, scheduled_values(member.objective, values, lr)
-    )
+    shown = scheduled_values(member.objective, values, lr)
+    report = EpochReport(epoch, train_loss, member.val_accuracy, shown, member.train_time)
     try:
         member.on_epoch(report)
     except Exception as exc:  # pruning (or a failing callback) ends this member only

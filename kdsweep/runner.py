@@ -13,8 +13,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from kdsweep.samplers import make_pruner, make_sampler
 from kdsweep.settings import TrialSettings
 from kdsweep.signals import StopSignals
 from kdsweep.stats import mean_std, welch
+from kdsweep.trainers import TrainerPool, TrainerSpec, fork_is_safe
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class RunOptions:
     results: str | None = None
     workers: int = 1  # local worker processes; more than one needs a server database
     graceful: bool = False  # on the first SIGINT/SIGTERM, finish the running trial
+    jobs: str | None = None  # trials trained at the same time, or "auto"
+    plugins: tuple[str, ...] = ()  # local plugin modules given on the command line
 
 
 @dataclass
@@ -116,6 +121,7 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
     experiment = Experiment(study, device, ModelCache(locations.results / "cache"))
     experiment.check_models()
     fuse = fusion_size(study, experiment)
+    jobs = job_count(study, options, experiment.device)
     locations.results.mkdir(parents=True, exist_ok=True)
     n_trials = settings.n_trials if options.n_trials is None else options.n_trials
     # Workers starting together race to create the database tables: retry the loser.
@@ -147,12 +153,15 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
                 display.stage(f"starting {options.workers} worker processes")
                 _run_workers(study, options, locations)
             else:
-                with StopSignals(options.graceful) as signals:
-                    fusion = (
-                        search.Fusion(fuse, objective.group, shared_paths(study))
-                        if (fuse > 1)
-                        else None
-                    )
+                for width in study.widths():  # measured now, not while trials train
+                    experiment.costs(study.resolve({"student.width": width}))
+                fusion = (
+                    search.Fusion(fuse, objective.group, shared_paths(study)) if fuse > 1 else None
+                )
+                with (
+                    StopSignals(options.graceful) as signals,
+                    _trainers(objective, study, options, locations, jobs),
+                ):
                     _search(
                         study,
                         optuna_study,
@@ -163,6 +172,7 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
                         n_trials,
                         signals,
                         fusion,
+                        jobs,
                     )
             if settings.repeats:
                 repeats = _Repeats(study, experiment, tracker, display, baselines)
@@ -207,16 +217,24 @@ class _OpenTrial:
     settings: TrialSettings
     run_id: str
     on_epoch: Callable[[EpochReport], None]
+    train_time_s: list[float] = field(default_factory=lambda: [0.0])  # as of the last epoch
 
 
 class _Objective(_Context):
     """Trials: resolve settings, open their MLflow runs, train (alone or fused), log,
-    close the runs."""
+    close the runs. Training happens in this process, or in trainer processes (jobs)."""
+
+    trainer: TrainerPool | None = None
+
+    @property
+    def training(self) -> Experiment | TrainerPool:
+        """Where trials train."""
+        return self.trainer or self.experiment
 
     def __call__(self, handle: search.TrialHandle) -> dict[str, float]:
         trial = self._open(handle)
         try:
-            outcome: engine.FitResult | Exception = self.experiment.run_trial(
+            outcome: engine.FitResult | Exception = self.training.run_trial(
                 trial.settings, trial.on_epoch
             )
         except KeyboardInterrupt:
@@ -265,7 +283,7 @@ class _Objective(_Context):
         if len(part) == 1:
             only = part[0]
             try:
-                return [self.experiment.run_trial(only.settings, only.on_epoch)]
+                return [self.training.run_trial(only.settings, only.on_epoch)]
             except Exception as exc:
                 return [exc]
         try:
@@ -290,13 +308,16 @@ class _Objective(_Context):
         handle.trial.set_user_attr("mlflow_run_id", run_id)
         self.display.run_started(f"trial {handle.number}", self.experiment.epochs(settings))
 
+        train_time_s = [0.0]
+
         def on_epoch(report: EpochReport) -> None:
-            self.tracker.log(run_id, epoch_metrics(report), step=report.epoch)
+            train_time_s[0] = report.train_time_s
+            self.tracker.log_epoch(run_id, epoch_metrics(report), step=report.epoch)
             shown = " ".join(f"{k} {v:.2f}" for k, v in report.values.items())
             self.display.epoch(report.epoch, report.val_accuracy, shown)
             handle.report(report.epoch, report.val_accuracy)
 
-        return _OpenTrial(handle, settings, run_id, on_epoch)
+        return _OpenTrial(handle, settings, run_id, on_epoch, train_time_s)
 
     def _interrupted(self, trials: Sequence[_OpenTrial]) -> None:
         for trial in trials:
@@ -306,6 +327,8 @@ class _Objective(_Context):
         """Log the outcome and end the run; an exception is re-raised as the search layer
         expects it (pruned, or failed with its reason)."""
         run_id, settings = trial.run_id, trial.settings
+        if isinstance(outcome, Exception):  # the training time it took before it ended
+            trial.handle.trial.set_user_attr("train_time_s", trial.train_time_s[0])
         if isinstance(outcome, search.TrialPruned):
             self.tracker.end_run(run_id, "KILLED", tags=_ended("PRUNED", str(outcome)))
             raise outcome
@@ -403,9 +426,14 @@ class _Baselines:
     def __init__(self, tracker: tracking.Tracker, display: Display, experiment: Experiment):
         self.tracker, self.display, self.experiment = tracker, display, experiment
         self.records: dict[tuple[float, int], ModelRecord] = {}
+        self.lock = threading.Lock()  # trials in several threads may need the same one
 
     def get(self, width: float, seed: int) -> ModelRecord:
         """The baseline of the student at ``width`` trained with ``seed``."""
+        with self.lock:
+            return self._get(width, seed)
+
+    def _get(self, width: float, seed: int) -> ModelRecord:
         if (width, seed) not in self.records:
             self.records[width, seed] = _reference(
                 self.tracker,
@@ -487,6 +515,7 @@ def _search(
     n_trials: int,
     signals: StopSignals,
     fusion: search.Fusion | None,
+    jobs: int,
 ) -> None:
     search.run_trials(
         optuna_study,
@@ -500,10 +529,59 @@ def _search(
         pruner=pruner,
         stop=lambda: signals.requested,
         fusion=fusion,
+        jobs=jobs,
     )
 
 
-AUTO_FUSE = {"cuda": 8, "cpu": 4}  # group size of fuse = "auto", by device type
+def job_count(study: Study, options: RunOptions, device: torch.device) -> int:
+    """Trials trained at the same time: ``--jobs`` over ``[study] jobs``; ``auto`` is one
+    per CPU core on the CPU (tiny models use one core each best) and 1 on a GPU."""
+    wanted: Any = study.settings.jobs
+    if options.jobs is not None:
+        wanted = options.jobs if options.jobs == "auto" else _whole(options.jobs)
+        if wanted is None:
+            raise ConfigError(f'--jobs {options.jobs}: must be "auto" or a whole number >= 1')
+    if wanted != "auto":
+        return int(wanted)
+    return len(os.sched_getaffinity(0)) if device.type == "cpu" else 1
+
+
+def _whole(text: str) -> int | None:
+    return int(text) if text.isdigit() and int(text) >= 1 else None
+
+
+@contextmanager
+def _trainers(
+    objective: _Objective,
+    study: Study,
+    options: RunOptions,
+    locations: StudyLocations,
+    jobs: int,
+) -> Iterator[None]:
+    """With several jobs, trials train in trainer processes, each with its share of the
+    CPU cores for its operations; this process keeps Optuna and MLflow."""
+    if jobs == 1:
+        yield
+        return
+    device = objective.experiment.device
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    spec = TrainerSpec(
+        str(study.path), options.plugins, str(device), str(locations.results / "cache"), threads
+    )
+    fork = fork_is_safe(device, threads)
+    pool = TrainerPool(spec, jobs, objective.experiment if fork else None)
+    objective.trainer = pool
+    try:
+        yield
+    finally:
+        objective.trainer = None
+        pool.close()
+
+
+# Group size of fuse = "auto" by device type: on a GPU a fused group fills the device that
+# one small student leaves idle; on the CPU batched kernels were measured no faster than
+# separate ones (docs/performance.md), so there "auto" trains trials alone.
+AUTO_FUSE = {"cuda": 8, "cpu": 1}
 
 
 def fusion_size(study: Study, experiment: Experiment) -> int:
@@ -521,7 +599,7 @@ def fusion_size(study: Study, experiment: Experiment) -> int:
     elif study.settings.sampler == "grid":
         reason = "the grid sampler fixes every param of each trial, so it cannot fill a group"
     if reason is None:
-        return AUTO_FUSE.get(experiment.device.type, 4) if wanted == "auto" else int(wanted)
+        return AUTO_FUSE.get(experiment.device.type, 1) if wanted == "auto" else int(wanted)
     if wanted == "auto":
         return 1
     raise ConfigError(f"{study.path}: [study] fuse = {wanted}: {reason}")
@@ -559,6 +637,8 @@ def _run_workers(study: Study, options: RunOptions, locations: StudyLocations) -
             command += [flag, str(value)]
     if options.graceful:
         command.append("--graceful")
+    for plugin in options.plugins:
+        command += ["--plugin", plugin]
     gpus = torch.cuda.device_count()
     processes = []
     for number in range(options.workers):

@@ -55,11 +55,11 @@ class Field:
     check: Check | None = None
 
 
-def fuse_size(value: Any) -> str | None:
+def count_or_auto(value: Any) -> str | None:
     """Complain unless ``value`` is ``"auto"`` or a whole number >= 1."""
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         return None
-    return 'must be "auto" or a whole number >= 1 (trials trained together)'
+    return 'must be "auto" or a whole number >= 1'
 
 
 STUDY_FIELDS = {
@@ -71,7 +71,8 @@ STUDY_FIELDS = {
     "seed": Field(int, 0),
     "baseline": Field(bool, True),
     "repeats": Field(int, 0, non_negative),  # re-run each width's best trial over k seeds
-    "fuse": Field(object, 1, fuse_size),  # trials of one width trained together, or "auto"
+    "fuse": Field(object, 1, count_or_auto),  # trials of one width trained as one model
+    "jobs": Field(object, 1, count_or_auto),  # trials trained at the same time, in threads
     "plugins": Field("strings", ()),
     "results": Field(str, "results"),
     "storage": Field(str, None),

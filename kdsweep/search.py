@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -73,6 +74,25 @@ class _SameWidth:
         return getattr(self._study, name)
 
 
+class _Fixed:
+    """A study view whose complete trials are a list read earlier."""
+
+    def __init__(self, study: Any, complete: list[FrozenTrial]) -> None:
+        self._study = study
+        self._complete = complete
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        if tuple(states or ()) != (TrialState.COMPLETE,):
+            return self._study.get_trials(deepcopy=deepcopy, states=states)
+        return self._complete
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+PEERS_REFRESH_S = 5.0  # how old the complete trials a median pruner compares with may be
+
+
 @dataclass
 class TrialHandle:
     """What the objective sees of an Optuna trial."""
@@ -81,6 +101,10 @@ class TrialHandle:
     params: dict[str, Any]
     pruner: optuna.pruners.BasePruner = field(default_factory=optuna.pruners.NopPruner)
     epoch_values: dict[str, float] = field(default_factory=dict)
+    interrupted: threading.Event | None = None  # set when another thread saw Ctrl-C
+    _frozen: FrozenTrial | None = None
+    _peers: list[FrozenTrial] | None = None
+    _peers_at: float = 0.0
 
     @property
     def number(self) -> int:
@@ -93,14 +117,39 @@ class TrialHandle:
 
         The values are kept as a user attribute, not as Optuna intermediate values: Optuna
         refuses those in multi-objective studies, and its TPE sampler then fails on them.
+        Unless other running trials need them, they are written once, when the trial ends
+        (:meth:`save`).
         """
+        if self.interrupted is not None and self.interrupted.is_set():
+            raise KeyboardInterrupt("interrupted")
         self.epoch_values[str(step)] = value
-        self.trial.set_user_attr(EPOCH_VALUES, self.epoch_values)
         if isinstance(self.pruner, optuna.pruners.NopPruner):
             return
-        frozen = _with_epoch_values(self.trial.storage.get_trial(self.trial._trial_id))
-        if self.pruner.prune(_SameWidth(self.trial.study, self.params.get(WIDTH)), frozen):
+        study: Any = _SameWidth(self.trial.study, self.params.get(WIDTH))
+        if isinstance(self.pruner, optuna.pruners.PercentilePruner):
+            # Median and percentile pruners compare with complete trials only: this trial's
+            # values can stay in memory until it ends, its other fields do not change, and
+            # the complete trials are read again only every PEERS_REFRESH_S.
+            if self._frozen is None:
+                self._frozen = self.trial.storage.get_trial(self.trial._trial_id)
+            frozen = copy.copy(self._frozen)
+            frozen.intermediate_values = {int(k): v for k, v in self.epoch_values.items()}
+            if self._peers is None or time.monotonic() - self._peers_at > PEERS_REFRESH_S:
+                self._peers = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                self._peers_at = time.monotonic()
+            study = _Fixed(study, self._peers)
+        else:  # e.g. successive halving: other running trials read these; rungs change
+            self.trial.set_user_attr(EPOCH_VALUES, self.epoch_values)
+            frozen = _with_epoch_values(self.trial.storage.get_trial(self.trial._trial_id))
+        if self.pruner.prune(study, frozen):
             raise TrialPruned(f"pruned at epoch {step} (val_accuracy {value:.4f})")
+
+    def save(self) -> None:
+        """Write the per-epoch values that :meth:`report` kept in memory."""
+        if self.epoch_values and isinstance(
+            self.pruner, optuna.pruners.NopPruner | optuna.pruners.PercentilePruner
+        ):
+            self.trial.set_user_attr(EPOCH_VALUES, self.epoch_values)
 
 
 # objective(handle) -> the trial's recorded metrics (val_accuracy, params, ...)
@@ -185,6 +234,7 @@ def run_trials(
     pruner: optuna.pruners.BasePruner | None = None,
     stop: Callable[[], bool] = lambda: False,
     fusion: Fusion | None = None,
+    jobs: int = 1,
 ) -> list[Outcome]:
     """Run trials until the study holds ``n_trials`` finished ones, ``timeout`` passes or
     ``stop()`` says so. Several processes may run this on one study: together they finish
@@ -192,47 +242,132 @@ def run_trials(
     dead worker left is failed after the heartbeat grace period and retried once).
 
     With ``fusion``, trials are asked in groups and trained together; each is still told
-    and reported on its own.
+    and reported on its own. With ``jobs`` > 1, that many trials (or groups) run at the
+    same time in threads of this process.
 
     Each call makes at most as many attempts as trials were missing when it began (plus
     retries), so a failing objective cannot loop forever; a failure stays inside its trial.
     Ctrl-C marks the running trials failed and propagates.
     """
-    started = time.monotonic()
-    outcomes: list[Outcome] = []
-    attempts = max(0, n_trials - finished_trials(study))
-    while attempts > 0 and not stop():
-        if timeout is not None and time.monotonic() - started >= timeout:
-            break
+    loop = _TrialLoop(
+        study,
+        space,
+        objective,
+        n_trials,
+        timeout,
+        on_outcome,
+        goals,
+        constraints,
+        pruner,
+        stop,
+        fusion,
+    )
+    if jobs == 1:
+        loop.run()
+        return loop.outcomes
+    threads = [threading.Thread(target=loop.run_in_thread, daemon=True) for _ in range(jobs)]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.1)  # short waits, so that Ctrl-C reaches this thread
+    except KeyboardInterrupt:
+        loop.interrupted.set()  # each thread fails its running trial at the next epoch
+        for thread in threads:
+            thread.join()
+        raise
+    if loop.errors:
+        raise loop.errors[0]
+    return loop.outcomes
+
+
+class _TrialLoop:
+    """The ask-train-tell loop; one instance is shared by the threads of one process."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        space: Sequence[Dimension],
+        objective: Objective,
+        n_trials: int,
+        timeout: float | None,
+        on_outcome: Callable[[Outcome], None] | None,
+        goals: Sequence[Goal],
+        constraints: Sequence[Constraint],
+        pruner: optuna.pruners.BasePruner | None,
+        stop: Callable[[], bool],
+        fusion: Fusion | None,
+    ) -> None:
+        self.study, self.space, self.objective = study, space, objective
+        self.n_trials, self.timeout, self.on_outcome = n_trials, timeout, on_outcome
+        self.goals, self.constraints, self.pruner = goals, constraints, pruner
+        self.stop, self.fusion = stop, fusion
+        self.started = time.monotonic()
+        self.attempts = max(0, n_trials - finished_trials(study))
+        self.outcomes: list[Outcome] = []
+        self.errors: list[BaseException] = []
+        self.interrupted = threading.Event()
+        self.lock = threading.Lock()
+
+    def run_in_thread(self) -> None:
+        """:meth:`run`, keeping what ends the thread for the caller to re-raise."""
+        try:
+            self.run()
+        except BaseException as exc:  # handed to the main thread, which re-raises it
+            self.errors.append(exc)
+            self.interrupted.set()
+
+    def run(self) -> None:
+        """Ask, train and tell until the study is done or told to stop."""
+        while not self.stop() and not self.interrupted.is_set():
+            with self.lock:
+                handles = self._next()
+            if handles is None:
+                return
+            if not handles:
+                time.sleep(WAIT_S)  # the rest is running elsewhere; it may still fail and retry
+                continue
+            results = _run_group(
+                self.study, handles, self.objective, self.fusion, self.goals, self.constraints
+            )
+            with self.lock:
+                for outcome in results:
+                    self.outcomes.append(outcome)
+                    if self.on_outcome is not None:
+                        self.on_outcome(outcome)
+
+    def _next(self) -> list[TrialHandle] | None:
+        """The next trials to train, ``[]`` to wait for other workers, ``None`` when done."""
+        if self.attempts <= 0:
+            return None
+        if self.timeout is not None and time.monotonic() - self.started >= self.timeout:
+            return None
+        study = self.study
         if is_heartbeat_enabled(study._storage):
             with _quiet():
                 optuna.storages.fail_stale_trials(study)
         counts = _counts(study)
-        if counts["finished"] >= n_trials:
-            break
-        free = n_trials - counts["finished"] - counts["running"]
+        if counts["finished"] >= self.n_trials:
+            return None
+        free = self.n_trials - counts["finished"] - counts["running"]
         if free <= 0 and not counts["waiting"]:
-            time.sleep(WAIT_S)  # the rest is running elsewhere; it may still fail and retry
-            continue
-        size = min(fusion.size, attempts, max(free, 1)) if fusion else 1
-        handles = _ask_group(study, space, size, fusion.shared if fusion else (), pruner)
+            return []
+        fusion = self.fusion
+        size = min(fusion.size, self.attempts, max(free, 1)) if fusion else 1
+        handles = _ask_group(study, self.space, size, fusion.shared if fusion else (), self.pruner)
         live = []
         for handle in handles:
-            if _surplus(study, handle.number, n_trials):
+            if _surplus(study, handle.number, self.n_trials):
                 handle.trial.set_user_attr(
                     "fail_reason", "surplus: n_trials was reached by other workers"
                 )
                 study.tell(handle.trial, state=TrialState.FAIL)
             else:
+                handle.interrupted = self.interrupted
                 live.append(handle)
-        attempts -= len(live)
-        if not live:
-            continue
-        for outcome in _run_group(study, live, objective, fusion, goals, constraints):
-            outcomes.append(outcome)
-            if on_outcome is not None:
-                on_outcome(outcome)
-    return outcomes
+        self.attempts -= len(live)
+        return live
 
 
 def _ask_group(
@@ -250,16 +385,16 @@ def _ask_group(
     handles = [TrialHandle(first, suggest(first, space), pruner)]
     if size > 1:
         fixed = {path: handles[0].params[path] for path in shared if path in handles[0].params}
-        sampler = study.sampler
         with _quiet():
-            study.sampler = optuna.samplers.PartialFixedSampler(fixed, sampler)
-        try:
+            # The same study seen through a sampler that keeps the shared params fixed.
+            followers = optuna.Study(
+                study_name=study.study_name,
+                storage=study._storage,
+                sampler=optuna.samplers.PartialFixedSampler(fixed, study.sampler),
+            )
             for _ in range(size - 1):
-                with _quiet():
-                    trial = study.ask()
+                trial = followers.ask()
                 handles.append(TrialHandle(trial, suggest(trial, space), pruner))
-        finally:
-            study.sampler = sampler
     return handles
 
 
@@ -285,13 +420,15 @@ def _run_group(
                 results = fusion.objective(handles)
         except KeyboardInterrupt:
             for handle in handles:
+                handle.save()
                 handle.trial.set_user_attr("fail_reason", "interrupted")
                 study.tell(handle.trial, state=TrialState.FAIL)
             raise
-        return [
-            _tell(study, handle.trial, result, goals, constraints)
-            for handle, result in zip(handles, results, strict=True)
-        ]
+        outcomes = []
+        for handle, result in zip(handles, results, strict=True):
+            handle.save()
+            outcomes.append(_tell(study, handle.trial, result, goals, constraints))
+        return outcomes
 
 
 def _guarded(objective: Objective, handle: TrialHandle) -> Mapping[str, float] | Exception:

@@ -21,6 +21,8 @@ FUSED_WITH = "kdsweep.fused_with"  # numbers of the trials trained together with
 KEY = "kdsweep.key"  # content hash of a teacher or baseline run
 PARENT = "mlflow.parentRunId"
 MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
+EPOCH_FLUSH_S = 10.0  # per-epoch series reach the store at least this often, and at the end
 
 
 class Tracker:
@@ -38,6 +40,8 @@ class Tracker:
         from mlflow import MlflowClient  # imported here: MLflow is slow to import
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._pending: dict[str, list[Any]] = {}  # run id -> epoch metrics not yet sent
+        self._flushed_at: dict[str, float] = {}
         self.tracking_uri = tracking_uri
         self.study_name = study_name
         experiment = self.client.get_experiment_by_name(study_name)
@@ -116,6 +120,35 @@ class Tracker:
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
         )
 
+    def log_epoch(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        """Per-epoch metrics, sent with the next ones unless ``EPOCH_FLUSH_S`` passed since
+        the run's last write: short epochs then cost one store write per run, not per
+        epoch, and long ones still show up in the UI as they happen."""
+        from mlflow.entities import Metric
+
+        now = time.time()
+        pending = self._pending.setdefault(run_id, [])
+        pending += [Metric(k, float(v), int(now * 1000), step) for k, v in metrics.items()]
+        if now - self._flushed_at.setdefault(run_id, now) >= EPOCH_FLUSH_S:
+            self._flush(run_id)
+
+    def _flush(
+        self, run_id: str, final: Mapping[str, float] | None = None, tags: Any = None
+    ) -> None:
+        """Pending epoch metrics (and ``final`` metrics at step 0, and tags) in as few
+        ``log_batch`` calls as MLflow's limits allow."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        metrics = self._pending.pop(run_id, [])
+        metrics += [Metric(k, float(v), now, 0) for k, v in (final or {}).items()]
+        run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        for start in range(0, max(len(metrics), 1), MAX_METRICS_PER_BATCH):
+            batch = metrics[start : start + MAX_METRICS_PER_BATCH]
+            if batch or (run_tags and start == 0):
+                self.client.log_batch(run_id, metrics=batch, tags=run_tags if start == 0 else [])
+        self._flushed_at[run_id] = time.time()
+
     def end_run(
         self,
         run_id: str,
@@ -123,9 +156,10 @@ class Tracker:
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        """Final metrics and tags, then the run's status
+        """Pending epoch metrics, final metrics and tags, then the run's status
         (``FINISHED``, ``KILLED`` for pruned or interrupted, ``FAILED``)."""
-        self.log(run_id, metrics, tags)
+        self._flush(run_id, metrics, tags)
+        self._flushed_at.pop(run_id, None)
         self.client.set_terminated(run_id, status=status)
 
     def log_artifacts(self, folder: Path, artifact_path: str) -> None:
