@@ -242,8 +242,9 @@ def run_trials(
     dead worker left is failed after the heartbeat grace period and retried once).
 
     With ``fusion``, trials are asked in groups and trained together; each is still told
-    and reported on its own. With ``jobs`` > 1, that many trials (or groups) run at the
-    same time in threads of this process.
+    and reported on its own. With ``jobs`` > 1, that many trials (or groups) are asked,
+    told and waited for at the same time by threads of this process (the objective may
+    train them elsewhere, e.g. in trainer processes).
 
     Each call makes at most as many attempts as trials were missing when it began (plus
     retries), so a failing objective cannot loop forever; a failure stays inside its trial.

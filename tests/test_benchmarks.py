@@ -1,0 +1,30 @@
+"""The committed benchmarks run: the GPU sweep in its CPU smoke mode (no GPU needed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_sweep_runs_in_smoke_mode_on_the_cpu() -> None:
+    finished = subprocess.run(
+        [sys.executable, "bench/gpu_sweep.py", "--device", "cpu", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    report = json.loads(finished.stdout[finished.stdout.index("{") :])
+    assert report["bf16_flops"] > 0
+    rows = report["rows"]
+    assert [(row["width"], row["fuse"]) for row in rows] == [(0.25, 1), (0.25, 2)]
+    for row in rows:
+        assert row["trials"] == 2
+        assert row["images_per_s"] > 0
+        assert 0 < row["efficiency"] < 1
+    assert "fused / unfused trials per hour" in finished.stdout

@@ -1,0 +1,100 @@
+"""Trials in trainer processes (jobs > 1): the parent decides after each epoch, the child
+trains; what the parent's callback raises ends the child's trial, and a dead child is a
+failed trial, not a hung study."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from kdsweep.cache import ModelCache
+from kdsweep.cli import load, main
+from kdsweep.experiment import Experiment
+from kdsweep.search import TrialPruned
+from kdsweep.trainers import Trainer, TrainerDied, TrainerPool, TrainerSpec
+
+CE_SEARCH = "lr = { low = 0.01, high = 0.2, log = true }\nwidth = { choices = [2, 4] }"
+
+
+@pytest.fixture
+def prepared(write_study, tmp_path: Path):
+    path = write_study(loss="ce", search=CE_SEARCH)
+    study = load(path)
+    experiment = Experiment(study, torch.device("cpu"), ModelCache(tmp_path / "cache"))
+    spec = TrainerSpec(str(path), (), "cpu", str(tmp_path / "cache"), threads=1)
+    return study, experiment, spec
+
+
+@pytest.mark.parametrize("forked", [True, False], ids=["forked", "spawned"])
+def test_a_trainer_trains_like_this_process_and_obeys_the_verdicts(prepared, forked) -> None:
+    study, experiment, spec = prepared
+    settings = study.resolve({"student.width": 2, "train.lr": 0.1})
+    local = experiment.run_trial(settings)
+    trainer = Trainer(spec, experiment if forked else None)
+    try:
+        epochs: list[int] = []
+        remote = trainer.run_trial(settings, lambda report: epochs.append(report.epoch))
+        assert epochs == [0, 1]
+        assert remote.val_accuracy == pytest.approx(local.val_accuracy)
+        assert remote.test_accuracy == pytest.approx(local.test_accuracy)
+
+        def prune(report) -> None:
+            raise TrialPruned(f"pruned at epoch {report.epoch}")
+
+        with pytest.raises(TrialPruned, match="pruned at epoch 0"):
+            trainer.run_trial(settings, prune)
+
+        def interrupt(report) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            trainer.run_trial(settings, interrupt)
+        again = trainer.run_trial(settings, None)  # the same child goes on
+        assert again.val_accuracy == pytest.approx(local.val_accuracy)
+    finally:
+        trainer.close()
+    assert not trainer.process.is_alive()
+
+
+def test_a_killed_trainer_fails_its_trial_and_is_replaced(prepared) -> None:
+    study, experiment, spec = prepared
+    settings = study.resolve({"student.width": 2})
+    pool = TrainerPool(spec, 1, experiment)
+    try:
+        first = pool.current()
+
+        def kill_child(report) -> None:
+            os.kill(first.process.pid, signal.SIGKILL)
+
+        with pytest.raises(TrainerDied, match="ended while training"):
+            pool.run_trial(settings, kill_child)
+        result = pool.run_trial(settings, None)  # a new, spawned trainer
+        assert pool.current() is not first
+        assert result.val_accuracy > 0.1
+    finally:
+        pool.close()
+
+
+def test_a_study_with_jobs_records_every_trial(write_study, tmp_path: Path) -> None:
+    path = write_study(n_trials=4, search=CE_SEARCH, loss="ce", extra="")
+    path.write_text(path.read_text().replace("seed = 0", "seed = 0\njobs = 2"))
+    results = tmp_path / "results"
+    assert main(["run", str(path), "--results", str(results)]) == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{results / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id], "tags.`kdsweep.role` = 'trial'")
+    assert len(runs) == 4
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "epoch/val_accuracy")
+        assert [m.step for m in history] == [0, 1]  # batched, but every epoch arrives
+    for trial in study.trials:
+        assert set(trial.user_attrs["epoch_val_accuracy"]) == {"0", "1"}
