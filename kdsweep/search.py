@@ -91,6 +91,7 @@ class _Fixed:
 
 
 PEERS_REFRESH_S = 5.0  # how old the complete trials a median pruner compares with may be
+EPOCH_VALUES_SAVE_S = 5.0  # a running trial's per-epoch values reach the storage this often
 
 
 @dataclass
@@ -105,6 +106,7 @@ class TrialHandle:
     _frozen: FrozenTrial | None = None
     _peers: list[FrozenTrial] | None = None
     _peers_at: float = 0.0
+    _saved_at: float | None = None
 
     @property
     def number(self) -> int:
@@ -117,12 +119,19 @@ class TrialHandle:
 
         The values are kept as a user attribute, not as Optuna intermediate values: Optuna
         refuses those in multi-objective studies, and its TPE sampler then fails on them.
-        Unless other running trials need them, they are written once, when the trial ends
-        (:meth:`save`).
+        Unless the pruner reads running trials, they are written after the first epoch, then
+        at most every ``EPOCH_VALUES_SAVE_S`` and when the trial ends (:meth:`save`).
         """
         if self.interrupted is not None and self.interrupted.is_set():
             raise KeyboardInterrupt("interrupted")
         self.epoch_values[str(step)] = value
+        if not self._others_read_values():
+            # Written after the first epoch (the trial is seen training), then at most every
+            # EPOCH_VALUES_SAVE_S, and when it ends: not a storage write per short epoch.
+            now = time.monotonic()
+            if self._saved_at is None or now - self._saved_at >= EPOCH_VALUES_SAVE_S:
+                self.save()
+                self._saved_at = now
         if isinstance(self.pruner, optuna.pruners.NopPruner):
             return
         study: Any = _SameWidth(self.trial.study, self.params.get(WIDTH))
@@ -146,10 +155,14 @@ class TrialHandle:
 
     def save(self) -> None:
         """Write the per-epoch values that :meth:`report` kept in memory."""
-        if self.epoch_values and isinstance(
-            self.pruner, optuna.pruners.NopPruner | optuna.pruners.PercentilePruner
-        ):
+        if self.epoch_values and not self._others_read_values():
             self.trial.set_user_attr(EPOCH_VALUES, self.epoch_values)
+
+    def _others_read_values(self) -> bool:
+        """Whether the pruner reads running trials' values (then written every epoch):
+        median and percentile pruners compare with complete trials only."""
+        kinds = optuna.pruners.NopPruner | optuna.pruners.PercentilePruner
+        return not isinstance(self.pruner, kinds)
 
 
 # objective(handle) -> the trial's recorded metrics (val_accuracy, params, ...)

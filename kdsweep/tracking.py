@@ -121,15 +121,16 @@ class Tracker:
         )
 
     def log_epoch(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
-        """Per-epoch metrics, sent with the next ones unless ``EPOCH_FLUSH_S`` passed since
-        the run's last write: short epochs then cost one store write per run, not per
-        epoch, and long ones still show up in the UI as they happen."""
+        """Per-epoch metrics: the first epoch's at once, later ones when ``EPOCH_FLUSH_S``
+        passed since the run's last write, the rest when the run ends. Short epochs then
+        cost a few store writes per run, not one per epoch; long ones still show up in the
+        UI as they happen."""
         from mlflow.entities import Metric
 
         now = time.time()
         pending = self._pending.setdefault(run_id, [])
         pending += [Metric(k, float(v), int(now * 1000), step) for k, v in metrics.items()]
-        if now - self._flushed_at.setdefault(run_id, now) >= EPOCH_FLUSH_S:
+        if run_id not in self._flushed_at or now - self._flushed_at[run_id] >= EPOCH_FLUSH_S:
             self._flush(run_id)
 
     def _flush(
