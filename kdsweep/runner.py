@@ -287,7 +287,7 @@ class _Objective(_Context):
             except Exception as exc:
                 return [exc]
         try:
-            return self.experiment.run_group([t.settings for t in part], [t.on_epoch for t in part])
+            return self.training.run_group([t.settings for t in part], [t.on_epoch for t in part])
         except Exception as exc:  # the whole group failed (e.g. out of memory)
             return [exc] * len(part)
 

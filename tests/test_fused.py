@@ -155,9 +155,10 @@ width = {{ choices = [2, 4] }}
 """
 
 
-def test_a_fused_study_tells_and_logs_every_trial_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", [1, 2], ids=["here", "two-trainers"])
+def test_a_fused_study_tells_and_logs_every_trial_alone(tmp_path: Path, jobs: int) -> None:
     path = tmp_path / "study.toml"
-    path.write_text(STUDY.format(loss="kd"))
+    path.write_text(STUDY.format(loss="kd").replace("fuse = 3", f"fuse = 3\njobs = {jobs}"))
     results = tmp_path / "results"
     assert main(["run", str(path), "--results", str(results)]) == 0
     study = optuna.load_study(study_name="fused", storage=f"sqlite:///{results / 'optuna.db'}")
