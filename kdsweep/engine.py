@@ -142,7 +142,7 @@ def predict_logits(
     model.eval()
     settings = settings or TrainSettings(precision="fp32", memory_format="contiguous")
     layout = memory_format(settings, inputs)
-    with autocast(settings, inputs.device):
+    with mixed_precision(settings, inputs.device)():
         outputs = torch.cat(
             [model(chunk.contiguous(memory_format=layout)) for chunk in inputs.split(batch_size)]
         )
@@ -196,16 +196,19 @@ def make_optimizer(
     return OPTIMIZERS[kinds.pop()](param_groups, fused=fused)
 
 
-def autocast(settings: TrainSettings, device: torch.device) -> AbstractContextManager[Any]:
-    """bf16 autocast when ``settings.precision`` asks for it (``auto``: on a CUDA device
-    that supports bf16), else no autocast (fp32)."""
+def mixed_precision(
+    settings: TrainSettings, device: torch.device
+) -> Callable[[], AbstractContextManager[Any]]:
+    """A factory of the context each forward pass runs in: bf16 autocast when
+    ``settings.precision`` asks for it (``auto``: on a CUDA device that supports bf16), else
+    none (fp32). Resolved once, so the step loop does not query the device."""
     precision = settings.precision
     if precision == "auto":
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         precision = "bf16" if cuda_bf16 else "fp32"
     if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext
 
 
 def memory_format(settings: TrainSettings, inputs: torch.Tensor) -> torch.memory_format:
@@ -283,6 +286,7 @@ def fit(
     for model in (*models, *teachers.models):
         model.to(memory_format=layout)
     forward = [compiled(model) if settings.compile else model for model in models]
+    autocast = mixed_precision(settings, device)
     generator = torch.Generator().manual_seed(settings.seed)
     trained = nn.ModuleList([*models, *objective.modules])
     optimizer = make_optimizer([(trained.parameters(), settings)])
@@ -308,7 +312,7 @@ def fit(
                 if augment is not None:
                     inputs = augment(inputs)
                 inputs = inputs.contiguous(memory_format=layout)
-                with autocast(settings, device):
+                with autocast():
                     outputs = [model(inputs) for model in forward]
                     if per_batch_teachers:
                         with torch.no_grad():

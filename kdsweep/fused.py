@@ -34,12 +34,12 @@ from kdsweep.engine import (
     FitResult,
     Objective,
     Teachers,
-    autocast,
     count_params,
     even_batches,
     learning_rate,
     make_optimizer,
     memory_format,
+    mixed_precision,
     objective_loss,
     scheduled_values,
 )
@@ -119,7 +119,7 @@ class StackedModels:
         self.train(False)
         layout = memory_format(settings, inputs)
         correct = torch.zeros(len(self.members), device=inputs.device)
-        with autocast(settings, inputs.device):
+        with mixed_precision(settings, inputs.device)():
             for chunk, labels in zip(
                 inputs.split(batch_size), targets.split(batch_size), strict=True
             ):
@@ -208,6 +208,7 @@ def fit_group(
     ]
     per_batch_teachers = bool(teachers.models) and (first.augment != "none" or not teachers.logits)
     layout = memory_format(first, data.train_x)
+    autocast = mixed_precision(first, device)
     for model in (*models, *teachers.models):
         model.to(memory_format=layout)
     stacked = StackedModels(models)
@@ -234,16 +235,17 @@ def fit_group(
             for stream, index in zip(streams, indices, strict=True):
                 x = data.train_x[index]
                 inputs.append(stream.augment(x) if stream.augment is not None else x)
-            with autocast(first, device):
+            with autocast():
                 x = inputs[0] if shared else torch.stack(inputs)
                 outputs = stacked(x.contiguous(memory_format=layout), shared)
                 teacher_logits = _teacher_logits(teachers, per_batch_teachers, inputs, indices)
+                targets = [data.train_y[index] for index in indices]
                 losses = []
                 for row, member in enumerate(members):
                     at = 0 if shared else row
                     batch = LossBatch(
                         student_logits=outputs[row],
-                        targets=data.train_y[indices[at]],
+                        targets=targets[at],
                         teacher_logits=teacher_logits[at][0] if teacher_logits[at] else None,
                         all_teacher_logits=teacher_logits[at],
                     )

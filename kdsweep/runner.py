@@ -216,8 +216,8 @@ class _OpenTrial:
     handle: search.TrialHandle
     settings: TrialSettings
     run_id: str
-    on_epoch: Callable[[EpochReport], None]
-    train_time_s: list[float] = field(default_factory=lambda: [0.0])  # as of the last epoch
+    on_epoch: Callable[[EpochReport], None] = lambda report: None
+    train_time_s: float = 0.0  # training and evaluation as of the last epoch
 
 
 class _Objective(_Context):
@@ -308,16 +308,17 @@ class _Objective(_Context):
         handle.trial.set_user_attr("mlflow_run_id", run_id)
         self.display.run_started(f"trial {handle.number}", self.experiment.epochs(settings))
 
-        train_time_s = [0.0]
+        trial = _OpenTrial(handle, settings, run_id)
 
         def on_epoch(report: EpochReport) -> None:
-            train_time_s[0] = report.train_time_s
+            trial.train_time_s = report.train_time_s
             self.tracker.log_epoch(run_id, epoch_metrics(report), step=report.epoch)
             shown = " ".join(f"{k} {v:.2f}" for k, v in report.values.items())
             self.display.epoch(report.epoch, report.val_accuracy, shown)
             handle.report(report.epoch, report.val_accuracy)
 
-        return _OpenTrial(handle, settings, run_id, on_epoch, train_time_s)
+        trial.on_epoch = on_epoch
+        return trial
 
     def _interrupted(self, trials: Sequence[_OpenTrial]) -> None:
         for trial in trials:
@@ -328,7 +329,7 @@ class _Objective(_Context):
         expects it (pruned, or failed with its reason)."""
         run_id, settings = trial.run_id, trial.settings
         if isinstance(outcome, Exception):  # the training time it took before it ended
-            trial.handle.trial.set_user_attr("train_time_s", trial.train_time_s[0])
+            trial.handle.trial.set_user_attr("train_time_s", trial.train_time_s)
         if isinstance(outcome, search.TrialPruned):
             self.tracker.end_run(run_id, "KILLED", tags=_ended("PRUNED", str(outcome)))
             raise outcome

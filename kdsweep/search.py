@@ -43,12 +43,14 @@ WIDTH = "student.width"
 EPOCH_VALUES = "epoch_val_accuracy"  # user attr: {epoch: validation accuracy}
 
 
-def _with_epoch_values(trial: FrozenTrial) -> FrozenTrial:
-    """A copy of ``trial`` whose intermediate values are its per-epoch accuracies."""
+def _with_epoch_values(
+    trial: FrozenTrial, values: Mapping[str, float] | None = None
+) -> FrozenTrial:
+    """A copy of ``trial`` whose intermediate values are its per-epoch accuracies (``values``,
+    or those stored in its user attributes)."""
     view = copy.copy(trial)
-    view.intermediate_values = {
-        int(step): value for step, value in trial.user_attrs.get(EPOCH_VALUES, {}).items()
-    }
+    values = trial.user_attrs.get(EPOCH_VALUES, {}) if values is None else values
+    view.intermediate_values = {int(step): value for step, value in values.items()}
     return view
 
 
@@ -141,8 +143,7 @@ class TrialHandle:
             # the complete trials are read again only every PEERS_REFRESH_S.
             if self._frozen is None:
                 self._frozen = self.trial.storage.get_trial(self.trial._trial_id)
-            frozen = copy.copy(self._frozen)
-            frozen.intermediate_values = {int(k): v for k, v in self.epoch_values.items()}
+            frozen = _with_epoch_values(self._frozen, self.epoch_values)
             if self._peers is None or time.monotonic() - self._peers_at > PEERS_REFRESH_S:
                 self._peers = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 self._peers_at = time.monotonic()

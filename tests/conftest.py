@@ -17,6 +17,7 @@ name = "{name}"
 n_trials = {n_trials}
 seed = 0
 pruner = "{pruner}"
+{study_keys}
 
 [teacher]
 model = "cnn"
@@ -53,8 +54,8 @@ def registry() -> Registry:
 def write_study(tmp_path: Path) -> Callable[..., Path]:
     """Write a tiny digits study (seconds to run) and return its path.
 
-    ``body`` replaces the whole file; otherwise the template's fields are filled in and
-    ``extra`` is appended.
+    ``body`` replaces the whole file; otherwise the template's fields are filled in,
+    ``study_keys`` go into ``[study]`` and ``extra`` is appended.
     """
 
     def write(
@@ -66,13 +67,19 @@ def write_study(tmp_path: Path) -> Callable[..., Path]:
         pruner: str = "none",
         search: str = "temperature = { low = 1.0, high = 8.0, log = true }",
         extra: str = "",
+        study_keys: str = "",
         filename: str = "study.toml",
     ) -> Path:
         text = (
             textwrap.dedent(body)
             if body is not None
             else TINY_STUDY.format(
-                name=name, n_trials=n_trials, loss=loss, pruner=pruner, search=search
+                name=name,
+                n_trials=n_trials,
+                loss=loss,
+                pruner=pruner,
+                search=search,
+                study_keys=study_keys,
             )
             + textwrap.dedent(extra)
         )

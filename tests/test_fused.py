@@ -125,40 +125,20 @@ def test_members_must_share_the_batches_and_the_optimizer() -> None:
         )
 
 
-STUDY = """
-[study]
-name = "fused"
-n_trials = 6
-pruner = "none"
-seed = 0
-fuse = 3
-
-[teacher]
-model = "cnn"
-width = 8
-epochs = 2
-
-[student]
-model = "cnn"
-
-[train]
-epochs = 2
-batch_size = 128
-
-[loss]
-name = "{loss}"
-
-[search]
-temperature = {{ low = 1.0, high = 8.0, log = true }}
-lr = {{ low = 0.01, high = 0.2, log = true }}
-width = {{ choices = [2, 4] }}
+SEARCH = """
+temperature = { low = 1.0, high = 8.0, log = true }
+lr = { low = 0.01, high = 0.2, log = true }
+width = { choices = [2, 4] }
 """
 
 
 @pytest.mark.parametrize("jobs", [1, 2], ids=["here", "two-trainers"])
-def test_a_fused_study_tells_and_logs_every_trial_alone(tmp_path: Path, jobs: int) -> None:
-    path = tmp_path / "study.toml"
-    path.write_text(STUDY.format(loss="kd").replace("fuse = 3", f"fuse = 3\njobs = {jobs}"))
+def test_a_fused_study_tells_and_logs_every_trial_alone(
+    write_study, tmp_path: Path, jobs: int
+) -> None:
+    path = write_study(
+        name="fused", n_trials=6, search=SEARCH, study_keys=f"fuse = 3\njobs = {jobs}"
+    )
     results = tmp_path / "results"
     assert main(["run", str(path), "--results", str(results)]) == 0
     study = optuna.load_study(study_name="fused", storage=f"sqlite:///{results / 'optuna.db'}")
@@ -189,17 +169,15 @@ def test_a_fused_study_tells_and_logs_every_trial_alone(tmp_path: Path, jobs: in
         assert run.data.metrics["train_time_s"] > 0
 
 
-def test_fuse_refuses_losses_that_cannot_fuse_and_auto_falls_back(tmp_path: Path) -> None:
-    path = tmp_path / "study.toml"
-    text = STUDY.format(loss="dml")
-    path.write_text(text)
+def test_fuse_refuses_losses_that_cannot_fuse_and_auto_falls_back(
+    write_study, tmp_path: Path
+) -> None:
+    path = write_study(loss="dml", search=SEARCH, study_keys="fuse = 3")
     with pytest.raises(ConfigError, match=r"\[study\] fuse = 3: fused trials need"):
         run_study(load(path), RunOptions(results=str(tmp_path / "r"), n_trials=0))
-    path.write_text(
-        text.replace("fuse = 3", 'fuse = "auto"').replace("n_trials = 6", "n_trials = 2")
-    )
+    path = write_study(loss="dml", n_trials=2, search=SEARCH, study_keys='fuse = "auto"')
     summary = run_study(load(path), RunOptions(results=str(tmp_path / "r2")))
     assert summary.states == {"COMPLETE": 2}
-    path.write_text(text.replace("fuse = 3", "fuse = 0"))
+    path = write_study(loss="dml", search=SEARCH, study_keys="fuse = 0")
     with pytest.raises(ConfigError, match=r"\[study\] fuse = 0: must be"):
         load(path)

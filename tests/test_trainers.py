@@ -82,8 +82,7 @@ def test_a_killed_trainer_fails_its_trial_and_is_replaced(prepared) -> None:
 
 
 def test_a_study_with_jobs_records_every_trial(write_study, tmp_path: Path) -> None:
-    path = write_study(n_trials=4, search=CE_SEARCH, loss="ce", extra="")
-    path.write_text(path.read_text().replace("seed = 0", "seed = 0\njobs = 2"))
+    path = write_study(n_trials=4, search=CE_SEARCH, loss="ce", study_keys="jobs = 2")
     results = tmp_path / "results"
     assert main(["run", str(path), "--results", str(results)]) == 0
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{results / 'optuna.db'}")
