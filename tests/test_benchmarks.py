@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,5 +28,8 @@ def test_gpu_sweep_runs_in_smoke_mode_on_the_cpu() -> None:
     for row in rows:
         assert row["trials"] == 2
         assert row["images_per_s"] > 0
-        assert 0 < row["efficiency"] < 1
+        # Against the bf16 matmul rate: on a CPU, whose bf16 matmuls can be slower than
+        # its fp32 convolutions, the share may exceed 1; it is only meaningful on a GPU.
+        expected = row["train_flops"] / (row["wall_s"] * report["bf16_flops"])
+        assert row["efficiency"] == pytest.approx(expected) and expected > 0
     assert "fused / unfused trials per hour" in finished.stdout
