@@ -101,6 +101,7 @@ class Tracker:
             self.client.log_batch(
                 run.info.run_id, params=items[start : start + MAX_PARAMS_PER_BATCH]
             )
+        self._flushed_at[run.info.run_id] = time.time()
         return run.info.run_id
 
     def log(
@@ -121,16 +122,15 @@ class Tracker:
         )
 
     def log_epoch(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
-        """Per-epoch metrics: the first epoch's at once, later ones when ``EPOCH_FLUSH_S``
-        passed since the run's last write, the rest when the run ends. Short epochs then
-        cost a few store writes per run, not one per epoch; long ones still show up in the
-        UI as they happen."""
+        """Per-epoch metrics, sent when ``EPOCH_FLUSH_S`` passed since the run's last write
+        (its start, at first), the rest when the run ends. A short run then costs one store
+        write for all its epochs; long ones still show up in the UI as they happen."""
         from mlflow.entities import Metric
 
         now = time.time()
         pending = self._pending.setdefault(run_id, [])
         pending += [Metric(k, float(v), int(now * 1000), step) for k, v in metrics.items()]
-        if run_id not in self._flushed_at or now - self._flushed_at[run_id] >= EPOCH_FLUSH_S:
+        if now - self._flushed_at.get(run_id, 0.0) >= EPOCH_FLUSH_S:
             self._flush(run_id)
 
     def _flush(
