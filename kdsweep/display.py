@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+
+Bar = TaskID  # a run's epoch bar
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,6 @@ class Display:
             transient=True,
         )
         self._trials: Any = None
-        self._bars = threading.local()  # each thread training a trial has its epoch bar
 
     def __enter__(self) -> Display:
         self.progress.start()
@@ -60,19 +67,18 @@ class Display:
         """Show the trial bar."""
         self._trials = self.progress.add_task("trials", total=total, completed=done, status="")
 
-    def run_started(self, description: str, epochs: int | None) -> None:
-        """A new epoch bar for a training run (replacing this thread's last one)."""
-        previous = getattr(self._bars, "epochs", None)
-        if previous is not None:
-            self.progress.remove_task(previous)
-        self._bars.epochs = self.progress.add_task(description, total=epochs, status="")
+    def run_started(self, description: str, epochs: int | None) -> Bar:
+        """A new epoch bar for a training run; it shows until :meth:`run_ended`."""
+        return self.progress.add_task(description, total=epochs, status="")
 
-    def epoch(self, epoch: int, val_accuracy: float, extra: str = "") -> None:
-        """Advance this thread's epoch bar."""
-        bar = getattr(self._bars, "epochs", None)
-        if bar is not None:
-            status = f"val {val_accuracy:.3f} {extra}".strip()
-            self.progress.update(bar, completed=epoch + 1, status=status)
+    def epoch(self, bar: Bar, epoch: int, val_accuracy: float, extra: str = "") -> None:
+        """Advance a run's epoch bar."""
+        status = f"val {val_accuracy:.3f} {extra}".strip()
+        self.progress.update(bar, completed=epoch + 1, status=status)
+
+    def run_ended(self, bar: Bar) -> None:
+        """Remove a run's epoch bar."""
+        self.progress.remove_task(bar)
 
     def outcome(self, number: int, state: str, detail: str) -> None:
         """A line per finished trial, and the trial bar advanced."""

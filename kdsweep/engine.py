@@ -264,6 +264,7 @@ def fit(
     teachers: Teachers | None = None,
     lr_schedule: BoundSchedule | None = None,
     on_epoch: EpochCallback | None = None,
+    poll: Callable[[], None] | None = None,
 ) -> FitResult:
     """Train on ``data.train`` with ``objective``; evaluate on validation each epoch.
 
@@ -274,6 +275,8 @@ def fit(
         objective reads teacher layers, the teacher itself.
     :param lr_schedule: moves the learning rate per epoch, after ``settings.warmup_epochs``.
     :param on_epoch: called after each epoch; it may raise to stop training (e.g. pruning).
+    :param poll: called after each step; it may raise to stop training at once (e.g. a
+        pruning verdict that reached a trainer process during the epoch).
     """
     models = [models] if isinstance(models, nn.Module) else list(models)
     teachers = teachers or Teachers()
@@ -335,6 +338,8 @@ def fit(
                 value.backward()
                 optimizer.step()
                 loss_sum += value.detach() * len(index)
+                if poll is not None:
+                    poll()
             train_loss = (loss_sum / n_train).item()
             if not math.isfinite(train_loss):
                 raise DivergedError(f"training loss is {train_loss} at epoch {epoch}")

@@ -7,7 +7,7 @@ Turns resolved settings into engine calls; knows nothing of Optuna or MLflow.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -153,13 +153,17 @@ class Experiment:
         return settings.train.epochs
 
     def run_trial(
-        self, settings: TrialSettings, on_epoch: engine.EpochCallback | None = None
+        self,
+        settings: TrialSettings,
+        on_epoch: engine.EpochCallback | None = None,
+        poll: Callable[[], None] | None = None,
     ) -> engine.FitResult:
-        """Train the trial's student(s) with its losses; teacher outputs are shared."""
+        """Train the trial's student(s) with its losses; teacher outputs are shared.
+        ``on_epoch`` and ``poll`` are :func:`engine.fit`'s."""
         terms = objective.loss_terms(self.registry, settings)
         main = terms[0][0]
         if main.training == "generations":
-            return self._generations(settings, terms, on_epoch)
+            return self._generations(settings, terms, on_epoch, poll)
         count = settings.loss.params["peers"] if main.training == "mutual" else 1
         students = [
             self._build("student", settings.student, "[student]", seed=settings.train.seed + k)
@@ -176,6 +180,7 @@ class Experiment:
             teachers=teachers,
             lr_schedule=self._schedule(settings, "lr"),
             on_epoch=on_epoch,
+            poll=poll,
         )
 
     def can_fuse(self) -> bool:
@@ -223,6 +228,7 @@ class Experiment:
         settings: TrialSettings,
         terms: list[objective.Term],
         on_epoch: engine.EpochCallback | None,
+        poll: Callable[[], None] | None,
     ) -> engine.FitResult:
         """Born-again networks: generation 0 learns from labels, each next one from the last."""
         lr_schedule = self._schedule(settings, "lr")
@@ -235,6 +241,7 @@ class Experiment:
             engine.Objective.of(objective.reporting_errors(self.registry.get("loss", "ce"))),
             lr_schedule=lr_schedule,
             on_epoch=on_epoch,
+            poll=poll,
         )
         train_time = result.train_time_s
         for generation in range(1, settings.loss.params["generations"] + 1):
@@ -256,6 +263,7 @@ class Experiment:
                 teachers=teachers,
                 lr_schedule=lr_schedule,
                 on_epoch=_shifted(on_epoch, generation * epochs),
+                poll=poll,
             )
             train_time += result.train_time_s
             previous = student

@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from kdsweep import engine, search, tracking
 from kdsweep.cache import ModelCache
 from kdsweep.config import Study
-from kdsweep.display import Display, Row
+from kdsweep.display import Bar, Display, Row
 from kdsweep.engine import DivergedError, EpochReport, pick_device
 from kdsweep.errors import ConfigError, KdsweepError
 from kdsweep.experiment import Experiment, ModelRecord
@@ -37,7 +37,7 @@ from kdsweep.samplers import make_pruner, make_sampler
 from kdsweep.settings import TrialSettings
 from kdsweep.signals import StopSignals
 from kdsweep.stats import mean_std, welch
-from kdsweep.trainers import TrainerPool, TrainerSpec, fork_is_safe
+from kdsweep.trainers import TrainerDied, TrainerPool, TrainerSpec, fork_is_safe
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,7 @@ class _OpenTrial:
     handle: search.TrialHandle
     settings: TrialSettings
     run_id: str
+    bar: Bar
     on_epoch: Callable[[EpochReport], None] = lambda report: None
     train_time_s: float = 0.0  # training and evaluation as of the last epoch
 
@@ -226,15 +227,10 @@ class _Objective(_Context):
 
     trainer: TrainerPool | None = None
 
-    @property
-    def training(self) -> Experiment | TrainerPool:
-        """Where trials train."""
-        return self.trainer or self.experiment
-
     def __call__(self, handle: search.TrialHandle) -> dict[str, float]:
         trial = self._open(handle)
         try:
-            outcome: engine.FitResult | Exception = self.training.run_trial(
+            outcome: engine.FitResult | Exception = self.experiment.run_trial(
                 trial.settings, trial.on_epoch
             )
         except KeyboardInterrupt:
@@ -247,6 +243,49 @@ class _Objective(_Context):
     def group(self, handles: Sequence[search.TrialHandle]) -> list[dict[str, float] | Exception]:
         """Train the trials as fused groups of those that share an architecture (a retried
         trial may not), each trial logged as if it had run alone."""
+        trials, parts = self._open_parts(handles)
+        outcomes: dict[int, engine.FitResult | Exception] = {}
+        try:
+            for part in parts:
+                outcomes.update(_numbered(part, self._fused(part)))
+        except KeyboardInterrupt:
+            self._interrupted(trials)
+            raise
+        return self._close_all(trials, outcomes)
+
+    def launch(
+        self, handles: Sequence[search.TrialHandle]
+    ) -> Callable[[], list[dict[str, float] | Exception]]:
+        """Open the trials' runs and send them (as fused groups when there are several) to
+        this thread's trainer, which trains them after the work it already has; returns
+        what waits for them and closes their runs."""
+        assert self.trainer is not None
+        trainer = self.trainer.current()
+        trials, parts = self._open_parts(handles)
+        tickets = [
+            trainer.submit([t.settings for t in part], [t.on_epoch for t in part]) for part in parts
+        ]
+
+        def wait() -> list[dict[str, float] | Exception]:
+            outcomes: dict[int, engine.FitResult | Exception] = {}
+            try:
+                for part, ticket in zip(parts, tickets, strict=True):
+                    try:
+                        results: list[engine.FitResult | Exception] = trainer.wait(ticket)
+                    except TrainerDied as exc:
+                        results = [exc] * len(part)
+                    outcomes.update(_numbered(part, results))
+            except KeyboardInterrupt:
+                self._interrupted(trials)
+                raise
+            return self._close_all(trials, outcomes)
+
+        return wait
+
+    def _open_parts(
+        self, handles: Sequence[search.TrialHandle]
+    ) -> tuple[list[_OpenTrial], list[list[_OpenTrial]]]:
+        """The trials' open runs, and the same trials in parts that share a fusion key."""
         keys = [fusion_key(self.study.resolve(handle.params)) for handle in handles]
         members: dict[tuple, list[int]] = {}
         for handle, key in zip(handles, keys, strict=True):
@@ -263,14 +302,11 @@ class _Objective(_Context):
         parts: dict[tuple, list[_OpenTrial]] = {}
         for trial, key in zip(trials, keys, strict=True):
             parts.setdefault(key, []).append(trial)
-        outcomes: dict[int, engine.FitResult | Exception] = {}
-        try:
-            for part in parts.values():
-                numbers = (t.handle.number for t in part)
-                outcomes.update(zip(numbers, self._fused(part), strict=True))
-        except KeyboardInterrupt:
-            self._interrupted(trials)
-            raise
+        return trials, list(parts.values())
+
+    def _close_all(
+        self, trials: Sequence[_OpenTrial], outcomes: Mapping[int, engine.FitResult | Exception]
+    ) -> list[dict[str, float] | Exception]:
         results: list[dict[str, float] | Exception] = []
         for trial in trials:
             try:
@@ -283,11 +319,11 @@ class _Objective(_Context):
         if len(part) == 1:
             only = part[0]
             try:
-                return [self.training.run_trial(only.settings, only.on_epoch)]
+                return [self.experiment.run_trial(only.settings, only.on_epoch)]
             except Exception as exc:
                 return [exc]
         try:
-            return self.training.run_group([t.settings for t in part], [t.on_epoch for t in part])
+            return self.experiment.run_group([t.settings for t in part], [t.on_epoch for t in part])
         except Exception as exc:  # the whole group failed (e.g. out of memory)
             return [exc] * len(part)
 
@@ -306,15 +342,14 @@ class _Objective(_Context):
             tags[tracking.RETRY_OF] = str(retry_of)
         run_id = self.tracker.start_run("trial", f"trial-{handle.number}", settings.flat(), tags)
         handle.trial.set_user_attr("mlflow_run_id", run_id)
-        self.display.run_started(f"trial {handle.number}", self.experiment.epochs(settings))
-
-        trial = _OpenTrial(handle, settings, run_id)
+        bar = self.display.run_started(f"trial {handle.number}", self.experiment.epochs(settings))
+        trial = _OpenTrial(handle, settings, run_id, bar)
 
         def on_epoch(report: EpochReport) -> None:
             trial.train_time_s = report.train_time_s
             self.tracker.log_epoch(run_id, epoch_metrics(report), step=report.epoch)
             shown = " ".join(f"{k} {v:.2f}" for k, v in report.values.items())
-            self.display.epoch(report.epoch, report.val_accuracy, shown)
+            self.display.epoch(bar, report.epoch, report.val_accuracy, shown)
             handle.report(report.epoch, report.val_accuracy)
 
         trial.on_epoch = on_epoch
@@ -322,12 +357,14 @@ class _Objective(_Context):
 
     def _interrupted(self, trials: Sequence[_OpenTrial]) -> None:
         for trial in trials:
+            self.display.run_ended(trial.bar)
             self.tracker.end_run(trial.run_id, "KILLED", tags=_ended("FAIL", "interrupted"))
 
     def _close(self, trial: _OpenTrial, outcome: engine.FitResult | Exception) -> dict[str, float]:
         """Log the outcome and end the run; an exception is re-raised as the search layer
         expects it (pruned, or failed with its reason)."""
         run_id, settings = trial.run_id, trial.settings
+        self.display.run_ended(trial.bar)
         if isinstance(outcome, Exception):  # the training time it took before it ended
             trial.handle.trial.set_user_attr("train_time_s", trial.train_time_s)
         if isinstance(outcome, search.TrialPruned):
@@ -360,6 +397,12 @@ class _Objective(_Context):
         self.tracker.end_run(run_id, "FINISHED", metrics, tags=_ended("COMPLETE", ""))
         trial.handle.trial.set_user_attr("metrics", metrics)
         return metrics
+
+
+def _numbered(
+    part: Sequence[_OpenTrial], results: Sequence[engine.FitResult | Exception]
+) -> Iterator[tuple[int, engine.FitResult | Exception]]:
+    return zip((t.handle.number for t in part), results, strict=True)
 
 
 def fusion_key(settings: TrialSettings) -> tuple:
@@ -474,10 +517,11 @@ class _Repeats(_Context):
         for seed in seeds:
             seeded = replace(settings, train=replace(settings.train, seed=seed))
             label = f"repeat of trial {record.number}, seed {seed}"
-            self.display.run_started(label, self.experiment.epochs(seeded))
+            bar = self.display.run_started(label, self.experiment.epochs(seeded))
             result = self.experiment.run_trial(
-                seeded, lambda r: self.display.epoch(r.epoch, r.val_accuracy)
+                seeded, lambda r, bar=bar: self.display.epoch(bar, r.epoch, r.val_accuracy)
             )
+            self.display.run_ended(bar)
             tags = {**component_tags(self.study, seeded), "kdsweep.repeat_of": str(record.number)}
             run_id = self.tracker.start_run("repeat", label, seeded.flat(), tags)
             self.tracker.end_run(
@@ -531,6 +575,7 @@ def _search(
         stop=lambda: signals.requested,
         fusion=fusion,
         jobs=jobs,
+        launch=objective.launch if objective.trainer is not None else None,
     )
 
 
@@ -723,8 +768,9 @@ def _reference(
     train: Callable[[Callable[[EpochReport], None]], ModelRecord],
 ) -> ModelRecord:
     """Train (or load) a teacher or a baseline, and record it once per study in MLflow."""
-    display.run_started(label, None)
-    record = train(lambda report: display.epoch(report.epoch, report.val_accuracy))
+    bar = display.run_started(label, None)
+    record = train(lambda report: display.epoch(bar, report.epoch, report.val_accuracy))
+    display.run_ended(bar)
     display.stage(
         f"{label}: val {record.val_accuracy:.4f} test {record.test_accuracy:.4f} "
         f"params {record.params:,}" + (" (cached)" if record.cached else "")

@@ -6,11 +6,14 @@ objective and tells Optuna the outcome.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import os
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -235,6 +238,11 @@ class Fusion:
     shared: tuple[str, ...] = ()
 
 
+# launch(handles) starts the trials (e.g. sends them to a trainer process) and returns
+# what waits for them: per trial, its metrics or the exception that ended it
+Launch = Callable[[Sequence[TrialHandle]], Callable[[], Sequence[Mapping[str, float] | Exception]]]
+
+
 def run_trials(
     study: optuna.Study,
     space: Sequence[Dimension],
@@ -249,6 +257,7 @@ def run_trials(
     stop: Callable[[], bool] = lambda: False,
     fusion: Fusion | None = None,
     jobs: int = 1,
+    launch: Launch | None = None,
 ) -> list[Outcome]:
     """Run trials until the study holds ``n_trials`` finished ones, ``timeout`` passes or
     ``stop()`` says so. Several processes may run this on one study: together they finish
@@ -257,8 +266,13 @@ def run_trials(
 
     With ``fusion``, trials are asked in groups and trained together; each is still told
     and reported on its own. With ``jobs`` > 1, that many trials (or groups) are asked,
-    told and waited for at the same time by threads of this process (the objective may
-    train them elsewhere, e.g. in trainer processes).
+    told and waited for at the same time by threads of this process.
+
+    With ``launch``, trials are started by it (``objective`` and ``fusion.objective`` are
+    not called; a group of ``fusion.size`` is still asked at once), and each thread starts
+    its next trials before it waits for the previous ones: the trainer goes from one to
+    the next while this process tells and logs the first. They are asked without the
+    results of the trials still running, as in any parallel search.
 
     Each call makes at most as many attempts as trials were missing when it began (plus
     retries), so a failing objective cannot loop forever; a failure stays inside its trial.
@@ -267,7 +281,7 @@ def run_trials(
     loop = _TrialLoop(
         study,
         space,
-        objective,
+        launch or _in_place(objective, fusion),
         n_trials,
         timeout,
         on_outcome,
@@ -276,6 +290,7 @@ def run_trials(
         pruner,
         stop,
         fusion,
+        ahead=launch is not None,
     )
     if jobs == 1:
         loop.run()
@@ -297,6 +312,30 @@ def run_trials(
     return loop.outcomes
 
 
+def _in_place(objective: Objective, fusion: Fusion | None) -> Launch:
+    """A launch that trains nothing until it is waited for: then ``objective`` runs each
+    trial in turn, or ``fusion.objective`` the group."""
+
+    def launch(handles: Sequence[TrialHandle]) -> Callable[[], Sequence[Any]]:
+        def wait() -> Sequence[Mapping[str, float] | Exception]:
+            if len(handles) == 1 or fusion is None:
+                return [_guarded(objective, handle) for handle in handles]
+            return fusion.objective(handles)
+
+        return wait
+
+    return launch
+
+
+@dataclass
+class _Started:
+    """Trials started and not yet told: their heartbeats beat until they are."""
+
+    handles: Sequence[TrialHandle]
+    beating: ExitStack
+    wait: Callable[[], Sequence[Mapping[str, float] | Exception]]
+
+
 class _TrialLoop:
     """The ask-train-tell loop; one instance is shared by the threads of one process."""
 
@@ -304,7 +343,7 @@ class _TrialLoop:
         self,
         study: optuna.Study,
         space: Sequence[Dimension],
-        objective: Objective,
+        launch: Launch,
         n_trials: int,
         timeout: float | None,
         on_outcome: Callable[[Outcome], None] | None,
@@ -313,12 +352,15 @@ class _TrialLoop:
         pruner: optuna.pruners.BasePruner | None,
         stop: Callable[[], bool],
         fusion: Fusion | None,
+        ahead: bool,
     ) -> None:
-        self.study, self.space, self.objective = study, space, objective
+        self.study, self.space, self.launch = study, space, launch
         self.n_trials, self.timeout, self.on_outcome = n_trials, timeout, on_outcome
         self.goals, self.constraints, self.pruner = goals, constraints, pruner
         self.stop, self.fusion = stop, fusion
+        self.depth = 2 if ahead else 1  # trials (or groups) a thread has started at a time
         self.started = time.monotonic()
+        self.stale_seen = -math.inf  # when stale trials were last looked for
         self.attempts = max(0, n_trials - finished_trials(study))
         self.outcomes: list[Outcome] = []
         self.errors: list[BaseException] = []
@@ -334,23 +376,63 @@ class _TrialLoop:
             self.interrupted.set()
 
     def run(self) -> None:
-        """Ask, train and tell until the study is done or told to stop."""
-        while not self.stop() and not self.interrupted.is_set():
-            with self.lock:
-                handles = self._next()
-            if handles is None:
-                return
-            if not handles:
-                time.sleep(WAIT_S)  # the rest is running elsewhere; it may still fail and retry
-                continue
-            results = _run_group(
-                self.study, handles, self.objective, self.fusion, self.goals, self.constraints
-            )
-            with self.lock:
-                for outcome in results:
-                    self.outcomes.append(outcome)
-                    if self.on_outcome is not None:
-                        self.on_outcome(outcome)
+        """Ask, start, wait and tell until the study is done or told to stop."""
+        running: deque[_Started] = deque()
+        try:
+            while True:
+                handles: list[TrialHandle] | None = []
+                while len(running) < self.depth and self._going():
+                    with self.lock:
+                        handles = self._next()
+                    if not handles:
+                        break
+                    running.append(self._start(handles))
+                if running:
+                    self._finish(running.popleft())
+                elif handles is None or not self._going():
+                    return
+                else:
+                    time.sleep(WAIT_S)  # the rest is running elsewhere; it may still fail and retry
+        except BaseException:
+            self.interrupted.set()  # what this thread started stops at its next epoch
+            for started in running:
+                with contextlib.suppress(BaseException):
+                    self._finish(started)
+            raise
+
+    def _going(self) -> bool:
+        return not self.stop() and not self.interrupted.is_set()
+
+    def _start(self, handles: list[TrialHandle]) -> _Started:
+        beating = ExitStack()  # Optuna's heartbeats: other workers see when this one dies
+        for handle in handles:
+            beating.enter_context(get_heartbeat_thread(handle.trial._trial_id, self.study._storage))
+        try:
+            return _Started(handles, beating, self.launch(handles))
+        except BaseException as exc:
+            with beating:
+                _fail(self.study, handles, f"not started: {type(exc).__name__}: {exc}")
+            raise
+
+    def _finish(self, started: _Started) -> None:
+        """Wait for the trials and tell Optuna each outcome."""
+        with started.beating:
+            try:
+                results = started.wait()
+            except KeyboardInterrupt:
+                _fail(self.study, started.handles, "interrupted")
+                raise
+            outcomes = []
+            for handle, result in zip(started.handles, results, strict=True):
+                handle.save()
+                outcomes.append(
+                    _tell(self.study, handle.trial, result, self.goals, self.constraints)
+                )
+        with self.lock:
+            for outcome in outcomes:
+                self.outcomes.append(outcome)
+                if self.on_outcome is not None:
+                    self.on_outcome(outcome)
 
     def _next(self) -> list[TrialHandle] | None:
         """The next trials to train, ``[]`` to wait for other workers, ``None`` when done."""
@@ -359,9 +441,13 @@ class _TrialLoop:
         if self.timeout is not None and time.monotonic() - self.started >= self.timeout:
             return None
         study = self.study
-        if is_heartbeat_enabled(study._storage):
+        # A dead worker's trial goes stale after the grace period: looking once per
+        # heartbeat interval finds it in time, without a query per ask.
+        now = time.monotonic()
+        if is_heartbeat_enabled(study._storage) and now - self.stale_seen >= HEARTBEAT_INTERVAL_S:
             with _quiet():
                 optuna.storages.fail_stale_trials(study)
+            self.stale_seen = now
         counts = _counts(study)
         if counts["finished"] >= self.n_trials:
             return None
@@ -413,37 +499,11 @@ def _ask_group(
     return handles
 
 
-def _run_group(
-    study: optuna.Study,
-    handles: Sequence[TrialHandle],
-    objective: Objective,
-    fusion: Fusion | None,
-    goals: Sequence[Goal],
-    constraints: Sequence[Constraint],
-) -> list[Outcome]:
-    """Train the trials (together when there are several) and tell Optuna each outcome."""
-    # Optuna's own heartbeat threads: other workers see when this process dies.
-    with ExitStack() as beating:
-        for handle in handles:
-            beating.enter_context(get_heartbeat_thread(handle.trial._trial_id, study._storage))
-        try:
-            if len(handles) == 1 or fusion is None:
-                results: Sequence[Mapping[str, float] | Exception] = [
-                    _guarded(objective, handle) for handle in handles
-                ]
-            else:
-                results = fusion.objective(handles)
-        except KeyboardInterrupt:
-            for handle in handles:
-                handle.save()
-                handle.trial.set_user_attr("fail_reason", "interrupted")
-                study.tell(handle.trial, state=TrialState.FAIL)
-            raise
-        outcomes = []
-        for handle, result in zip(handles, results, strict=True):
-            handle.save()
-            outcomes.append(_tell(study, handle.trial, result, goals, constraints))
-        return outcomes
+def _fail(study: optuna.Study, handles: Sequence[TrialHandle], reason: str) -> None:
+    for handle in handles:
+        handle.save()
+        handle.trial.set_user_attr("fail_reason", reason)
+        study.tell(handle.trial, state=TrialState.FAIL)
 
 
 def _guarded(objective: Objective, handle: TrialHandle) -> Mapping[str, float] | Exception:

@@ -2,9 +2,13 @@
 
 Threads would serialise the Python side of every training step on the interpreter lock;
 processes do not. The parent keeps Optuna and MLflow to itself (one writer per store):
-a child only trains. After each epoch it sends the report to the parent and waits for the
-verdict: go on, or stop with the exception the parent's callback raised (pruning, Ctrl-C).
-At the end it sends each trial's :class:`~kdsweep.engine.FitResult` or exception.
+a child only trains. After each epoch it sends the report to the parent and trains on;
+the parent answers only to stop a trial (pruning, Ctrl-C), and the child reads that
+answer at the end of its next epoch. At the end it sends each trial's
+:class:`~kdsweep.engine.FitResult` or exception.
+
+Work is sent ahead: the parent may submit the next trial while one trains, so the child
+starts it as soon as the first ends, while the parent logs and tells the first.
 
 A child is forked from the prepared parent when that is safe (CPU, one thread per child):
 it then starts at once with the parent's data and teachers. Otherwise it is spawned and
@@ -14,12 +18,14 @@ loads the study again.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import pickle
 import signal
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,17 @@ class TrainerDied(RuntimeError):
     """A trainer process ended while training (killed, out of memory, crashed)."""
 
 
+@dataclass
+class _Submitted:
+    """A parent's view of work it sent: the callbacks of its members, the verdicts it sent
+    back (member -> exception), and, once the child is done, the outcomes."""
+
+    callbacks: list[EpochCallback | None]
+    stopped: dict[int, BaseException] = field(default_factory=dict)
+    interrupted: BaseException | None = None
+    outcomes: list[Outcome] | None = None
+
+
 class Trainer:
     """One child process, used by one thread of the parent at a time."""
 
@@ -61,10 +78,35 @@ class Trainer:
         )
         self.process.start()
         child_end.close()
+        self._tickets = itertools.count()
+        self._submitted: dict[int, _Submitted] = {}
+
+    def submit(
+        self, group: Sequence[TrialSettings], on_epochs: Sequence[EpochCallback | None]
+    ) -> int:
+        """Send a trial (one settings) or a fused group to the child, which trains it after
+        what it already has; returns the ticket to :meth:`wait` on."""
+        ticket = next(self._tickets)
+        self._submitted[ticket] = _Submitted(list(on_epochs))
+        self.connection.send(("work", ticket, list(group)))
+        return ticket
+
+    def wait(self, ticket: int) -> list[Outcome]:
+        """Each member's result or the exception that ended it, calling the members'
+        epoch callbacks (of this and other submitted work) as reports arrive. A member
+        whose callback raised ends with that exception, even if the child finished it
+        before reading the verdict; a KeyboardInterrupt is raised once the child stopped."""
+        work = self._submitted[ticket]
+        while work.outcomes is None:
+            self._handle(self._receive())
+        del self._submitted[ticket]
+        if work.interrupted is not None:
+            raise work.interrupted
+        return [work.stopped.get(m, outcome) for m, outcome in enumerate(work.outcomes)]
 
     def run_trial(self, settings: TrialSettings, on_epoch: EpochCallback | None) -> FitResult:
         """Like :meth:`Experiment.run_trial`, in the child."""
-        (outcome,) = self._run("trial", [settings], [on_epoch])
+        (outcome,) = self.wait(self.submit([settings], [on_epoch]))
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -73,7 +115,7 @@ class Trainer:
         self, group: Sequence[TrialSettings], on_epochs: Sequence[EpochCallback | None]
     ) -> list[Outcome]:
         """Like :meth:`Experiment.run_group`, in the child."""
-        return self._run("group", list(group), list(on_epochs))
+        return self.wait(self.submit(group, on_epochs))
 
     def close(self) -> None:
         """Ask the child to end; stop it if it does not."""
@@ -84,28 +126,25 @@ class Trainer:
             self.process.kill()
             self.process.join()
 
-    def _run(
-        self, kind: str, settings: list[TrialSettings], callbacks: list[EpochCallback | None]
-    ) -> list[Outcome]:
-        self.connection.send((kind, settings))
-        interrupted: BaseException | None = None
-        while True:
-            message = self._receive()
-            if message[0] == "done":
-                if interrupted is not None:
-                    raise interrupted
-                return message[1]
-            _, member, report = message
-            verdict: BaseException | None = None
-            callback = callbacks[member]
-            try:
-                if callback is not None:
-                    callback(report)
-            except KeyboardInterrupt as exc:
-                verdict = interrupted = exc
-            except Exception as exc:
-                verdict = exc
-            self.connection.send(_picklable(verdict))
+    def _handle(self, message: Any) -> None:
+        if message[0] == "done":
+            _, ticket, outcomes = message
+            self._submitted[ticket].outcomes = outcomes
+            return
+        _, ticket, member, report = message
+        work = self._submitted[ticket]
+        callback = work.callbacks[member]
+        if member in work.stopped or callback is None:
+            return  # reports the child sent before it read the verdict
+        try:
+            callback(report)
+        except KeyboardInterrupt as exc:
+            work.stopped[member] = work.interrupted = exc
+        except Exception as exc:
+            work.stopped[member] = exc
+        else:
+            return
+        self.connection.send(("stop", ticket, member, _picklable(work.stopped[member])))
 
     def _receive(self) -> Any:
         try:
@@ -167,43 +206,89 @@ def fork_is_safe(device: torch.device, threads: int) -> bool:
     return device.type == "cpu" and threads == 1
 
 
+class _Inbox:
+    """The child's end of the pipe. Work queues up while a trial trains; a verdict waits
+    until the trial it names reads it at the end of an epoch."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.work: deque[Any] = deque()
+        self.verdicts: dict[tuple[int, int], BaseException] = {}
+
+    def next_work(self) -> Any:
+        """The next submitted work, ``None`` when the parent is done (or gone)."""
+        while not self.work:
+            try:
+                self._read()
+            except (EOFError, OSError):
+                return None
+        return self.work.popleft()
+
+    def verdict(self, ticket: int, member: int) -> BaseException | None:
+        """What the parent said about a member so far, without waiting."""
+        while self.connection.poll():
+            self._read()
+        return self.verdicts.pop((ticket, member), None)
+
+    def forget_before(self, ticket: int) -> None:
+        """Drop verdicts that reached finished work too late."""
+        self.verdicts = {key: v for key, v in self.verdicts.items() if key[0] >= ticket}
+
+    def _read(self) -> None:
+        message = self.connection.recv()
+        if message is not None and message[0] == "stop":
+            _, ticket, member, verdict = message
+            self.verdicts[(ticket, member)] = verdict
+        else:
+            self.work.append(message)
+
+
 def _child_main(connection: Any, spec: TrainerSpec, experiment: Any | None) -> None:
     """The child's loop: train what the parent sends until it sends ``None``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
     torch.set_num_threads(spec.threads)
     if experiment is None:
         experiment = _rebuild(spec)
-    while True:
+    inbox = _Inbox(connection)
+    while (work := inbox.next_work()) is not None:
+        _, ticket, settings = work
+        inbox.forget_before(ticket)
+        callbacks = [_relay(inbox, ticket, member) for member in range(len(settings))]
         try:
-            request = connection.recv()
-        except (EOFError, OSError):
-            return  # the parent is gone
-        if request is None:
-            return
-        kind, settings = request
-        callbacks = [_relay(connection, member) for member in range(len(settings))]
-        try:
-            if kind == "trial":
-                outcomes: list[Outcome] = [experiment.run_trial(settings[0], callbacks[0])]
+            if len(settings) == 1:
+                poll = _verdict_check(inbox, ticket, 0)
+                outcomes: list[Outcome] = [experiment.run_trial(settings[0], callbacks[0], poll)]
             else:
                 outcomes = experiment.run_group(settings, callbacks)
         except KeyboardInterrupt as exc:
             outcomes = [RuntimeError(f"interrupted: {exc}")] * len(settings)
         except Exception as exc:
             outcomes = [exc] * len(settings)
-        connection.send(("done", [_picklable(outcome) for outcome in outcomes]))
+        connection.send(("done", ticket, [_picklable(outcome) for outcome in outcomes]))
 
 
-def _relay(connection: Any, member: int) -> EpochCallback:
-    """An epoch callback that asks the parent, and raises what the parent's one raised."""
+def _relay(inbox: _Inbox, ticket: int, member: int) -> EpochCallback:
+    """An epoch callback that reports to the parent, and raises the verdict the parent's
+    callback sent back for an earlier epoch, if any."""
+    check = _verdict_check(inbox, ticket, member)
 
     def on_epoch(report: EpochReport) -> None:
-        connection.send(("epoch", member, report))
-        verdict = connection.recv()
+        inbox.connection.send(("epoch", ticket, member, report))
+        check()
+
+    return on_epoch
+
+
+def _verdict_check(inbox: _Inbox, ticket: int, member: int) -> Callable[[], None]:
+    """Raises the parent's verdict on a member if one arrived (cheap: a poll of the pipe);
+    called after each step, a pruned trial stops within a step or two of the verdict."""
+
+    def check() -> None:
+        verdict = inbox.verdict(ticket, member)
         if verdict is not None:
             raise verdict
 
-    return on_epoch
+    return check
 
 
 def _rebuild(spec: TrainerSpec) -> Any:

@@ -9,6 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from kdsweep.cli import load, main
+from kdsweep.display import Display
 from kdsweep.runner import RunOptions, StudyLocations, _Objective
 from kdsweep.search import TrialHandle, TrialPruned
 
@@ -136,7 +137,9 @@ def test_pruned_trial_ends_its_run_killed_with_the_reason(write_study, tmp_path:
     locations = StudyLocations.of(study, RunOptions(results=str(tmp_path / "r")))
     tracker = Tracker(locations.tracking_uri, "tiny")
     experiment = Experiment(study, pick_device("cpu"), ModelCache(tmp_path / "cache"))
-    objective = _Objective(study, experiment, tracker, _QuietDisplay(), None)
+    quiet = Display()
+    quiet.console.quiet = True
+    objective = _Objective(study, experiment, tracker, quiet, None)
     trial = optuna.create_study().ask()
     with pytest.raises(TrialPruned):
         objective(_AlwaysPrune(trial, {}))
@@ -144,11 +147,6 @@ def test_pruned_trial_ends_its_run_killed_with_the_reason(write_study, tmp_path:
     assert run.info.status == "KILLED"
     assert run.data.tags["kdsweep.trial_state"] == "PRUNED"
     assert run.data.tags["kdsweep.reason"] == "pruned at epoch 0"
-
-
-class _QuietDisplay:
-    def run_started(self, *args) -> None: ...
-    def epoch(self, *args) -> None: ...
 
 
 FAILING_LOSSES = """
