@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -344,10 +344,11 @@ class _Objective(_Context):
         handle.trial.set_user_attr("mlflow_run_id", run_id)
         bar = self.display.run_started(f"trial {handle.number}", self.experiment.epochs(settings))
         trial = _OpenTrial(handle, settings, run_id, bar)
+        constant = constant_values(settings)
 
         def on_epoch(report: EpochReport) -> None:
             trial.train_time_s = report.train_time_s
-            self.tracker.log_epoch(run_id, epoch_metrics(report), step=report.epoch)
+            self.tracker.log_epoch(run_id, epoch_metrics(report, constant), step=report.epoch)
             shown = " ".join(f"{k} {v:.2f}" for k, v in report.values.items())
             self.display.epoch(bar, report.epoch, report.val_accuracy, shown)
             handle.report(report.epoch, report.val_accuracy)
@@ -412,13 +413,24 @@ def fusion_key(settings: TrialSettings) -> tuple:
     return (settings.student, settings.loss.name, shared)
 
 
-def epoch_metrics(report: EpochReport) -> dict[str, float]:
-    """Per-epoch series under ``epoch/...``."""
+def epoch_metrics(report: EpochReport, constant: Set[str] = frozenset()) -> dict[str, float]:
+    """Per-epoch series under ``epoch/...``, without the ``constant`` values (their param
+    already holds them; a series per epoch would only cost store writes)."""
     return {
         "epoch/train_loss": report.train_loss,
         "epoch/val_accuracy": report.val_accuracy,
-        **{f"epoch/{name}": value for name, value in report.values.items()},
+        **{f"epoch/{k}": v for k, v in report.values.items() if k not in constant},
     }
+
+
+def constant_values(settings: TrialSettings) -> frozenset[str]:
+    """The scheduled values that do not move: ``constant`` schedule (and, for the lr, no
+    warm-up)."""
+    return frozenset(
+        target
+        for target, choice in settings.schedules.items()
+        if choice.name == "constant" and (target != "lr" or settings.train.warmup_epochs == 0)
+    )
 
 
 def component_tags(study: Study, settings: TrialSettings) -> dict[str, str]:
