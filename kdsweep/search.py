@@ -291,6 +291,7 @@ def run_trials(
         stop,
         fusion,
         ahead=launch is not None,
+        lanes=jobs,
     )
     if jobs == 1:
         loop.run()
@@ -353,12 +354,14 @@ class _TrialLoop:
         stop: Callable[[], bool],
         fusion: Fusion | None,
         ahead: bool,
+        lanes: int,
     ) -> None:
         self.study, self.space, self.launch = study, space, launch
         self.n_trials, self.timeout, self.on_outcome = n_trials, timeout, on_outcome
         self.goals, self.constraints, self.pruner = goals, constraints, pruner
         self.stop, self.fusion = stop, fusion
         self.depth = 2 if ahead else 1  # trials (or groups) a thread has started at a time
+        self.lanes = lanes  # threads sharing this loop
         self.started = time.monotonic()
         self.stale_seen = -math.inf  # when stale trials were last looked for
         self.attempts = max(0, n_trials - finished_trials(study))
@@ -381,7 +384,7 @@ class _TrialLoop:
         try:
             while True:
                 handles: list[TrialHandle] | None = []
-                while len(running) < self.depth and self._going():
+                while len(running) < self._depth() and self._going():
                     with self.lock:
                         handles = self._next()
                     if not handles:
@@ -399,6 +402,11 @@ class _TrialLoop:
                 with contextlib.suppress(BaseException):
                     self._finish(started)
             raise
+
+    def _depth(self) -> int:
+        """Trials a thread may have started. The last ones are not taken ahead: the thread
+        that is free first takes each, so the threads finish close together."""
+        return self.depth if self.attempts > self.lanes else 1
 
     def _going(self) -> bool:
         return not self.stop() and not self.interrupted.is_set()
