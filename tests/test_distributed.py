@@ -196,6 +196,30 @@ def test_sigterm_stops_cleanly(tmp_path) -> None:
     assert run.info.status == "KILLED"
 
 
+def test_sigterm_with_jobs_fails_the_trials_started_ahead_too(tmp_path) -> None:
+    """With jobs, each thread has started its next trial before the running one ends:
+    those fail as interrupted as well, with their runs KILLED; none is left running."""
+    study = tmp_path / "study.toml"
+    study.write_text(STUDY.format(n_trials=8, epochs=400))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    worker = _worker(study, storage, tracking, tmp_path / "r", "--jobs", "2")
+    _wait_for_running(storage)
+    deadline = time.monotonic() + 60
+    while len(optuna.load_study(study_name="distributed", storage=storage).trials) < 4:
+        assert time.monotonic() < deadline, "the threads did not start their next trials"
+        time.sleep(0.3)
+    worker.send_signal(signal.SIGTERM)
+    _, errors = worker.communicate(timeout=120)
+    assert worker.returncode == 130, errors[-2000:]
+    trials = optuna.load_study(study_name="distributed", storage=storage).trials
+    assert len(trials) == 4  # two training, two started ahead
+    assert {t.state for t in trials} == {TrialState.FAIL}
+    assert {t.user_attrs["fail_reason"] for t in trials} == {"interrupted"}
+    assert {r.info.status for r in _trial_runs(tracking)} == {"KILLED"}
+    assert len(_trial_runs(tracking)) == 4
+
+
 def test_graceful_stop_finishes_the_running_trial(tmp_path) -> None:
     study = tmp_path / "study.toml"
     study.write_text(STUDY.format(n_trials=5, epochs=25))
