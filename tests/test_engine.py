@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 from kdsweep_builtins.datasets import load_digits
 from kdsweep_builtins.losses import cross_entropy_loss, kd_loss
@@ -12,11 +13,16 @@ DATA = load_digits()
 CPU = torch.device("cpu")
 
 
-def _fit(seed: int, on_epoch=None, epochs: int = 3, width: int = 4) -> engine.FitResult:
+def _fit(seed: int, on_epoch=None, epochs: int = 3, width: int = 4, poll=None) -> engine.FitResult:
     model = engine.build_seeded(lambda: build_cnn(width, 10, DATA.input_shape), seed, CPU)
     settings = TrainSettings(epochs=epochs, batch_size=64, lr=0.05, seed=seed)
     return engine.fit(
-        model, DATA, settings, engine.Objective.of(cross_entropy_loss), on_epoch=on_epoch
+        model,
+        DATA,
+        settings,
+        engine.Objective.of(cross_entropy_loss),
+        on_epoch=on_epoch,
+        poll=poll,
     )
 
 
@@ -36,6 +42,22 @@ def test_training_learns_digits() -> None:
     assert result.val_accuracy > 0.85  # chance is 0.1
     assert result.params == sum(p.numel() for p in build_cnn(8, 10, (1, 8, 8)).parameters())
     assert result.train_time_s > 0
+
+
+def test_poll_runs_after_every_step_and_stops_training_when_it_raises() -> None:
+    steps_per_epoch = engine.even_batches(len(DATA.train_y), 64)
+    steps: list[int] = []
+    epochs: list[int] = []
+
+    def poll() -> None:
+        steps.append(len(steps))
+        if len(steps) == steps_per_epoch + 3:
+            raise RuntimeError("stop now")
+
+    with pytest.raises(RuntimeError, match="stop now"):
+        _fit(seed=0, on_epoch=lambda r: epochs.append(r.epoch), poll=poll)
+    assert len(steps) == steps_per_epoch + 3  # stopped in the second epoch, at once
+    assert epochs == [0]
 
 
 def test_a_trial_is_reproducible_from_its_seed_on_cpu() -> None:

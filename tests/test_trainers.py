@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 
 from kdsweep.cache import ModelCache
 from kdsweep.cli import load, main
+from kdsweep.engine import FitResult
 from kdsweep.experiment import Experiment
 from kdsweep.search import TrialPruned
 from kdsweep.trainers import Trainer, TrainerDied, TrainerPool, TrainerSpec
@@ -60,6 +61,26 @@ def test_a_trainer_trains_like_this_process_and_obeys_the_verdicts(prepared, for
     finally:
         trainer.close()
     assert not trainer.process.is_alive()
+
+
+def test_work_sent_ahead_trains_next_and_each_verdict_reaches_its_own_trial(prepared) -> None:
+    study, experiment, spec = prepared
+    settings = study.resolve({"student.width": 2, "train.lr": 0.1})
+    trainer = Trainer(spec, experiment)
+    try:
+        first_epochs: list[int] = []
+
+        def prune(report) -> None:
+            raise TrialPruned(f"pruned at epoch {report.epoch}")
+
+        first = trainer.submit([settings], [lambda report: first_epochs.append(report.epoch)])
+        second = trainer.submit([settings], [prune])  # queued while the first trains
+        (done,) = trainer.wait(first)
+        assert first_epochs == [0, 1] and isinstance(done, FitResult)
+        (pruned,) = trainer.wait(second)
+        assert isinstance(pruned, TrialPruned) and str(pruned) == "pruned at epoch 0"
+    finally:
+        trainer.close()
 
 
 def test_a_killed_trainer_fails_its_trial_and_is_replaced(prepared) -> None:
