@@ -317,7 +317,9 @@ def _in_place(objective: Objective, fusion: Fusion | None) -> Launch:
     """A launch that trains nothing until it is waited for: then ``objective`` runs each
     trial in turn, or ``fusion.objective`` the group."""
 
-    def launch(handles: Sequence[TrialHandle]) -> Callable[[], Sequence[Any]]:
+    def launch(
+        handles: Sequence[TrialHandle],
+    ) -> Callable[[], Sequence[Mapping[str, float] | Exception]]:
         def wait() -> Sequence[Mapping[str, float] | Exception]:
             if len(handles) == 1 or fusion is None:
                 return [_guarded(objective, handle) for handle in handles]

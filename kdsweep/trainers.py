@@ -87,8 +87,11 @@ class Trainer:
         """Send a trial (one settings) or a fused group to the child, which trains it after
         what it already has; returns the ticket to :meth:`wait` on."""
         ticket = next(self._tickets)
-        self._submitted[ticket] = _Submitted(list(on_epochs))
-        self.connection.send(("work", ticket, list(group)))
+        work = self._submitted[ticket] = _Submitted(list(on_epochs))
+        try:
+            self.connection.send(("work", ticket, list(group)))
+        except OSError:  # the child is gone: each member fails as it would while training
+            work.outcomes = [self._died()] * len(group)
         return ticket
 
     def wait(self, ticket: int) -> list[Outcome]:
@@ -144,17 +147,21 @@ class Trainer:
             work.stopped[member] = exc
         else:
             return
-        self.connection.send(("stop", ticket, member, _picklable(work.stopped[member])))
+        with contextlib.suppress(OSError):  # a dead child: the next receive says so
+            self.connection.send(("stop", ticket, member, _picklable(work.stopped[member])))
 
     def _receive(self) -> Any:
         try:
             return self.connection.recv()
         except (EOFError, OSError):
-            self.process.join(timeout=5)
-            raise TrainerDied(
-                f"trainer process {self.process.pid} ended while training "
-                f"(exit code {self.process.exitcode})"
-            ) from None
+            raise self._died() from None
+
+    def _died(self) -> TrainerDied:
+        self.process.join(timeout=5)
+        return TrainerDied(
+            f"trainer process {self.process.pid} ended while training "
+            f"(exit code {self.process.exitcode})"
+        )
 
 
 class TrainerPool:

@@ -95,6 +95,8 @@ def test_a_killed_trainer_fails_its_trial_and_is_replaced(prepared) -> None:
 
         with pytest.raises(TrainerDied, match="ended while training"):
             pool.run_trial(settings, kill_child)
+        (late,) = first.wait(first.submit([settings], [None]))  # work sent to the dead one
+        assert isinstance(late, TrainerDied)
         result = pool.run_trial(settings, None)  # a new, spawned trainer
         assert pool.current() is not first
         assert result.val_accuracy > 0.1
