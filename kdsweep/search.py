@@ -571,6 +571,8 @@ def _counts(study: optuna.Study) -> dict[str, int]:
 
 def _surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
     """Whether ``n_trials`` trials that did not fail precede trial ``number``."""
+    if number < n_trials:
+        return False  # fewer than n_trials trials of any state precede it
     alive = (*FINISHED, TrialState.RUNNING)
     earlier = [t for t in study.get_trials(deepcopy=False, states=alive) if t.number < number]
     return len(earlier) >= n_trials
