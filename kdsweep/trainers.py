@@ -138,7 +138,7 @@ class Trainer:
         work = self._submitted[ticket]
         callback = work.callbacks[member]
         if member in work.stopped or callback is None:
-            return  # reports the child sent before it read the verdict
+            return  # no callback, or a report the child sent before it read the verdict
         try:
             callback(report)
         except KeyboardInterrupt as exc:
