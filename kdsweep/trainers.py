@@ -107,19 +107,6 @@ class Trainer:
             raise work.interrupted
         return [work.stopped.get(m, outcome) for m, outcome in enumerate(work.outcomes)]
 
-    def run_trial(self, settings: TrialSettings, on_epoch: EpochCallback | None) -> FitResult:
-        """Like :meth:`Experiment.run_trial`, in the child."""
-        (outcome,) = self.wait(self.submit([settings], [on_epoch]))
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    def run_group(
-        self, group: Sequence[TrialSettings], on_epochs: Sequence[EpochCallback | None]
-    ) -> list[Outcome]:
-        """Like :meth:`Experiment.run_group`, in the child."""
-        return self.wait(self.submit(group, on_epochs))
-
     def close(self) -> None:
         """Ask the child to end; stop it if it does not."""
         with contextlib.suppress(OSError):
@@ -188,16 +175,6 @@ class TrainerPool:
                     self._all.append(trainer)
             self._mine.trainer = trainer
         return trainer
-
-    def run_trial(self, settings: TrialSettings, on_epoch: EpochCallback | None) -> FitResult:
-        """The calling thread's trainer runs the trial."""
-        return self.current().run_trial(settings, on_epoch)
-
-    def run_group(
-        self, group: Sequence[TrialSettings], on_epochs: Sequence[EpochCallback | None]
-    ) -> list[Outcome]:
-        """The calling thread's trainer runs the fused group."""
-        return self.current().run_group(group, on_epochs)
 
     def close(self) -> None:
         """End every trainer."""

@@ -12,6 +12,7 @@ import optuna
 import pytest
 import torch
 from mlflow import MlflowClient
+from recorded import trial_runs
 
 from kdsweep.cache import ModelCache
 from kdsweep.cli import load, main
@@ -32,6 +33,14 @@ def prepared(write_study, tmp_path: Path):
     return study, experiment, spec
 
 
+def _trained(trainer: Trainer, settings, on_epoch) -> FitResult:
+    """One trial through the trainer's queue; raises the exception that ended it."""
+    (outcome,) = trainer.wait(trainer.submit([settings], [on_epoch]))
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
 @pytest.mark.parametrize("forked", [True, False], ids=["forked", "spawned"])
 def test_a_trainer_trains_like_this_process_and_obeys_the_verdicts(prepared, forked) -> None:
     study, experiment, spec = prepared
@@ -40,7 +49,7 @@ def test_a_trainer_trains_like_this_process_and_obeys_the_verdicts(prepared, for
     trainer = Trainer(spec, experiment if forked else None)
     try:
         epochs: list[int] = []
-        remote = trainer.run_trial(settings, lambda report: epochs.append(report.epoch))
+        remote = _trained(trainer, settings, lambda report: epochs.append(report.epoch))
         assert epochs == [0, 1]
         assert remote.val_accuracy == pytest.approx(local.val_accuracy)
         assert remote.test_accuracy == pytest.approx(local.test_accuracy)
@@ -49,14 +58,14 @@ def test_a_trainer_trains_like_this_process_and_obeys_the_verdicts(prepared, for
             raise TrialPruned(f"pruned at epoch {report.epoch}")
 
         with pytest.raises(TrialPruned, match="pruned at epoch 0"):
-            trainer.run_trial(settings, prune)
+            _trained(trainer, settings, prune)
 
         def interrupt(report) -> None:
             raise KeyboardInterrupt
 
         with pytest.raises(KeyboardInterrupt):
-            trainer.run_trial(settings, interrupt)
-        again = trainer.run_trial(settings, None)  # the same child goes on
+            _trained(trainer, settings, interrupt)
+        again = _trained(trainer, settings, None)  # the same child goes on
         assert again.val_accuracy == pytest.approx(local.val_accuracy)
     finally:
         trainer.close()
@@ -94,10 +103,10 @@ def test_a_killed_trainer_fails_its_trial_and_is_replaced(prepared) -> None:
             os.kill(first.process.pid, signal.SIGKILL)
 
         with pytest.raises(TrainerDied, match="ended while training"):
-            pool.run_trial(settings, kill_child)
+            _trained(pool.current(), settings, kill_child)
         (late,) = first.wait(first.submit([settings], [None]))  # work sent to the dead one
         assert isinstance(late, TrainerDied)
-        result = pool.run_trial(settings, None)  # a new, spawned trainer
+        result = _trained(pool.current(), settings, None)  # a new, spawned trainer
         assert pool.current() is not first
         assert result.val_accuracy > 0.1
     finally:
@@ -110,13 +119,27 @@ def test_a_study_with_jobs_records_every_trial(write_study, tmp_path: Path) -> N
     assert main(["run", str(path), "--results", str(results)]) == 0
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{results / 'optuna.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
-    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("tiny")
-    runs = client.search_runs([experiment.experiment_id], "tags.`kdsweep.role` = 'trial'")
+    tracking = f"sqlite:///{results / 'mlflow.db'}"
+    runs = trial_runs(tracking, "tiny")
     assert len(runs) == 4
+    client = MlflowClient(tracking_uri=tracking)
     for run in runs:
         assert run.info.status == "FINISHED"
         history = client.get_metric_history(run.info.run_id, "epoch/val_accuracy")
         assert [m.step for m in history] == [0, 1]  # batched, but every epoch arrives
     for trial in study.trials:
         assert set(trial.user_attrs["epoch_val_accuracy"]) == {"0", "1"}
+
+
+@pytest.mark.parametrize(
+    ("study_keys", "flags", "culprit"),
+    [("jobs = 0", [], "[study] jobs = 0"), ("", ["--jobs", "two"], "--jobs two")],
+)
+def test_a_bad_job_count_fails_before_training(
+    write_study, tmp_path: Path, capsys, study_keys, flags, culprit
+) -> None:
+    path = write_study(study_keys=study_keys)
+    assert main(["run", str(path), "--results", str(tmp_path / "r"), *flags]) == 2
+    error = capsys.readouterr().err
+    assert culprit in error and 'must be "auto" or a whole number >= 1' in error
+    assert not (tmp_path / "r" / "cache").exists()  # no model was trained
