@@ -34,6 +34,7 @@ from kdsweep.experiment import Experiment, ModelRecord
 from kdsweep.fused import SHARED_TRAIN_SETTINGS
 from kdsweep.redact import redact_url
 from kdsweep.samplers import make_pruner, make_sampler
+from kdsweep.schema import count_or_auto
 from kdsweep.settings import TrialSettings
 from kdsweep.signals import StopSignals
 from kdsweep.stats import mean_std, welch
@@ -596,16 +597,13 @@ def job_count(study: Study, options: RunOptions, device: torch.device) -> int:
     per CPU core on the CPU (tiny models use one core each best) and 1 on a GPU."""
     wanted: Any = study.settings.jobs
     if options.jobs is not None:
-        wanted = options.jobs if options.jobs == "auto" else _whole(options.jobs)
-        if wanted is None:
-            raise ConfigError(f'--jobs {options.jobs}: must be "auto" or a whole number >= 1')
+        wanted = int(options.jobs) if options.jobs.isdigit() else options.jobs
+        problem = count_or_auto(wanted)
+        if problem is not None:
+            raise ConfigError(f"--jobs {options.jobs}: {problem}")
     if wanted != "auto":
         return int(wanted)
     return len(os.sched_getaffinity(0)) if device.type == "cpu" else 1
-
-
-def _whole(text: str) -> int | None:
-    return int(text) if text.isdigit() and int(text) >= 1 else None
 
 
 @contextmanager

@@ -72,7 +72,7 @@ STUDY_FIELDS = {
     "baseline": Field(bool, True),
     "repeats": Field(int, 0, non_negative),  # re-run each width's best trial over k seeds
     "fuse": Field(object, 1, count_or_auto),  # trials of one width trained as one model
-    "jobs": Field(object, 1, count_or_auto),  # trials trained at the same time, in threads
+    "jobs": Field(object, 1, count_or_auto),  # trials trained at the same time (processes)
     "plugins": Field("strings", ()),
     "results": Field(str, "results"),
     "storage": Field(str, None),
