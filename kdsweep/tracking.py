@@ -109,46 +109,28 @@ class Tracker:
         run_id: str,
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
-        step: int = 0,
     ) -> None:
-        """Metrics (at ``step``) and tags in one call."""
-        from mlflow.entities import Metric, RunTag
-
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
-            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
-        )
+        """Metrics (at step 0) and tags, at once."""
+        self._send(run_id, _metrics(metrics or {}, step=0), tags)
 
     def log_epoch(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         """Per-epoch metrics, sent when ``EPOCH_FLUSH_S`` passed since the run's last write
         (its start, at first), the rest when the run ends. A short run then costs one store
         write for all its epochs; long ones still show up in the UI as they happen."""
-        from mlflow.entities import Metric
+        self._pending.setdefault(run_id, []).extend(_metrics(metrics, step))
+        if time.time() - self._flushed_at.get(run_id, 0.0) >= EPOCH_FLUSH_S:
+            self._send(run_id, self._pending.pop(run_id), None)
+            self._flushed_at[run_id] = time.time()
 
-        now = time.time()
-        pending = self._pending.setdefault(run_id, [])
-        pending += [Metric(k, float(v), int(now * 1000), step) for k, v in metrics.items()]
-        if now - self._flushed_at.get(run_id, 0.0) >= EPOCH_FLUSH_S:
-            self._flush(run_id)
+    def _send(self, run_id: str, metrics: list[Any], tags: Mapping[str, str] | None) -> None:
+        """Metrics and tags in as few ``log_batch`` calls as MLflow's limits allow."""
+        from mlflow.entities import RunTag
 
-    def _flush(
-        self, run_id: str, final: Mapping[str, float] | None = None, tags: Any = None
-    ) -> None:
-        """Pending epoch metrics (and ``final`` metrics at step 0, and tags) in as few
-        ``log_batch`` calls as MLflow's limits allow."""
-        from mlflow.entities import Metric, RunTag
-
-        now = int(time.time() * 1000)
-        metrics = self._pending.pop(run_id, [])
-        metrics += [Metric(k, float(v), now, 0) for k, v in (final or {}).items()]
         run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         for start in range(0, max(len(metrics), 1), MAX_METRICS_PER_BATCH):
             batch = metrics[start : start + MAX_METRICS_PER_BATCH]
             if batch or (run_tags and start == 0):
                 self.client.log_batch(run_id, metrics=batch, tags=run_tags if start == 0 else [])
-        self._flushed_at[run_id] = time.time()
 
     def end_run(
         self,
@@ -159,7 +141,8 @@ class Tracker:
     ) -> None:
         """Pending epoch metrics, final metrics and tags, then the run's status
         (``FINISHED``, ``KILLED`` for pruned or interrupted, ``FAILED``)."""
-        self._flush(run_id, metrics, tags)
+        final = _metrics(metrics or {}, step=0)
+        self._send(run_id, self._pending.pop(run_id, []) + final, tags)
         self._flushed_at.pop(run_id, None)
         self.client.set_terminated(run_id, status=status)
 
@@ -173,3 +156,11 @@ class Tracker:
 
     def __repr__(self) -> str:
         return f"Tracker({redact_url(self.tracking_uri)!r}, {self.study_name!r})"
+
+
+def _metrics(values: Mapping[str, float], step: int) -> list[Any]:
+    """MLflow metrics of ``values`` at ``step``, stamped now."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in values.items()]
