@@ -290,7 +290,7 @@ def run_trials(
         pruner,
         stop,
         fusion,
-        ahead=launch is not None,
+        depth=2 if launch is not None else 1,
         lanes=jobs,
     )
     if jobs == 1:
@@ -355,14 +355,14 @@ class _TrialLoop:
         pruner: optuna.pruners.BasePruner | None,
         stop: Callable[[], bool],
         fusion: Fusion | None,
-        ahead: bool,
+        depth: int,
         lanes: int,
     ) -> None:
         self.study, self.space, self.launch = study, space, launch
         self.n_trials, self.timeout, self.on_outcome = n_trials, timeout, on_outcome
         self.goals, self.constraints, self.pruner = goals, constraints, pruner
         self.stop, self.fusion = stop, fusion
-        self.depth = 2 if ahead else 1  # trials (or groups) a thread has started at a time
+        self.depth = depth  # trials (or groups) a thread may have started at a time
         self.lanes = lanes  # threads sharing this loop
         self.started = time.monotonic()
         self.stale_seen = -math.inf  # when stale trials were last looked for
