@@ -19,12 +19,7 @@ def synthetic_cifar10(n_train: int = 50_000, n_eval: int = 10_000, seed: int = 0
         images = torch.randn(count, 3, 32, 32, generator=generator)
         return images, torch.randint(0, 10, (count,), generator=generator)
 
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (
-        part(n_train),
-        part(n_eval),
-        part(n_eval),
-    )
-    return DataSplits(train_x, train_y, val_x, val_y, test_x, test_y, num_classes=10)
+    return DataSplits(*part(n_train), *part(n_eval), *part(n_eval), num_classes=10)
 
 
 @hookimpl

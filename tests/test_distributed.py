@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
+from recorded import trial_runs
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 FAST_HEARTBEAT = {"KDSWEEP_HEARTBEAT_S": "1", "KDSWEEP_GRACE_S": "4"}
@@ -90,9 +91,7 @@ def _worker(
 
 
 def _trial_runs(tracking: str) -> list:
-    client = MlflowClient(tracking_uri=tracking)
-    experiment = client.get_experiment_by_name("distributed")
-    return client.search_runs([experiment.experiment_id], "tags.`kdsweep.role` = 'trial'")
+    return trial_runs(tracking, "distributed")
 
 
 def _wait_for_running(storage: str, timeout: float = 120) -> int:

@@ -13,6 +13,7 @@ from kdsweep_builtins.datasets import load_digits
 from kdsweep_builtins.losses import kd_loss
 from kdsweep_builtins.models import build_cnn
 from mlflow import MlflowClient
+from recorded import trial_runs
 
 from kdsweep import engine, fused
 from kdsweep.cli import load, main
@@ -144,9 +145,9 @@ def test_a_fused_study_tells_and_logs_every_trial_alone(
     study = optuna.load_study(study_name="fused", storage=f"sqlite:///{results / 'optuna.db'}")
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 6
-    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("fused")
-    runs = client.search_runs([experiment.experiment_id], "tags.`kdsweep.role` = 'trial'")
+    tracking = f"sqlite:///{results / 'mlflow.db'}"
+    runs = trial_runs(tracking, "fused")
+    client = MlflowClient(tracking_uri=tracking)
     assert len(runs) == 6
     groups = {run.data.tags["kdsweep.fused_with"] for run in runs}
     assert groups == {"0,1,2", "3,4,5"}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from mlflow import MlflowClient
+from recorded import trial_runs
 
 from kdsweep.cli import main
 from kdsweep.plugin.manager import load_registry
@@ -87,9 +87,7 @@ weight = 0.5
 "loss.add.fitnet.weight" = { low = 1.0, high = 100.0, log = true }
 """
     _run(results, "combined", "kd", extra)
-    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("combined")
-    for run in client.search_runs([experiment.experiment_id], "tags.`kdsweep.role` = 'trial'"):
+    for run in trial_runs(f"sqlite:///{results / 'mlflow.db'}", "combined"):
         assert run.data.tags["kdsweep.loss.add.fitnet.plugin"] == "builtin-feature"
         assert run.data.tags["kdsweep.loss.add.rkd"] == "rkd"
         assert float(run.data.params["loss.add.rkd.weight"]) == 0.5

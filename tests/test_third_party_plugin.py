@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
+from recorded import trial_runs
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "kdsweep-example-plugin"
 
@@ -58,9 +58,7 @@ def test_installed_plugin_is_listed(plugin_env) -> None:
 def test_study_uses_the_plugin_student_and_loss(plugin_env, tmp_path) -> None:
     done = _kdsweep(plugin_env, "run", str(EXAMPLE / "study.toml"), "--results", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("example-plugin")
-    trials = client.search_runs([experiment.experiment_id], "tags.`kdsweep.role` = 'trial'")
+    trials = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "example-plugin")
     assert len(trials) == 3
     for run in trials:
         assert run.info.status == "FINISHED"

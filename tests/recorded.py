@@ -1,0 +1,14 @@
+"""What a study left in its MLflow store, read back for assertions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow import MlflowClient
+
+
+def trial_runs(tracking_uri: str, experiment_name: str) -> list[Any]:
+    """The MLflow runs of the experiment's trials (``kdsweep.role = trial``)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    return client.search_runs([experiment.experiment_id], "tags.`kdsweep.role` = 'trial'")
