@@ -1,19 +1,85 @@
-"""kdsweep: knowledge-distillation sweeps with pluggy plugins, Optuna search and MLflow tracking."""
+"""kdsweep: knowledge-distillation sweeps with pluggy plugins, Optuna search and MLflow tracking.
+
+The public Python API; the ``kdsweep`` command is a thin layer over it. Each function
+imports its layer when called, so ``import kdsweep`` stays light.
+
+>>> import kdsweep  # doctest: +SKIP
+>>> study = kdsweep.load_study("studies/digits.toml")  # doctest: +SKIP
+>>> summary = kdsweep.run(study, kdsweep.RunOptions(n_trials=8))  # doctest: +SKIP
+>>> frame = kdsweep.load_results(study)  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-try:
-    __version__ = version("kdsweep")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+from kdsweep.project import __version__
+from kdsweep.run.locations import RunOptions
 
-__all__ = ["__version__", "load_results"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kdsweep.plugin.registry import Registry
+    from kdsweep.run.display import Display
+    from kdsweep.run.summary import StudySummary
+    from kdsweep.study.study import Study
+
+__all__ = ["RunOptions", "__version__", "load_registry", "load_results", "load_study", "run"]
 
 
-def load_results(*args, **kwargs):
-    """The trials of a study as a pandas DataFrame; see :func:`kdsweep.results.load_results`."""
-    from kdsweep.results import load_results as load
+def load_registry(
+    plugins: Sequence[str] = (),
+    *,
+    base_dir: str | Path | None = None,
+    disabled: Iterable[str] | None = None,
+) -> Registry:
+    """Every registered component: the entry-point group ``kdsweep``, then ``plugins``.
 
-    return load(*args, **kwargs)
+    :param plugins: local plugin modules or ``.py`` files (relative to ``base_dir``).
+    :param disabled: plugin names to skip (default: ``KDSWEEP_DISABLE_PLUGINS``).
+    """
+    from kdsweep.plugin.manager import load_registry as load
+
+    return load(plugins, base_dir=Path(base_dir) if base_dir else None, disabled=disabled)
+
+
+def load_study(
+    path: str | Path, plugins: Sequence[str] = (), *, registry: Registry | None = None
+) -> Study:
+    """The validated study of a study file; every error in it is raised here.
+
+    :param plugins: local plugin modules besides the installed ones and ``[study] plugins``.
+    :param registry: validate against this registry instead of loading the plugins.
+    """
+    from kdsweep.study.load import load_study as load
+
+    return load(path, plugins, registry=registry)
+
+
+def run(
+    study: Study | str | Path, options: RunOptions | None = None, *, display: Display | None = None
+) -> StudySummary:
+    """Run (or resume) a study, as ``kdsweep run`` does, and return its summary.
+
+    :param study: a loaded study or a study file's path.
+    :param options: command-line overrides of the study file (trials, stores, device, ...).
+    :param display: the terminal progress display (default: rich progress on stderr).
+    """
+    from kdsweep.run.study_run import run_study
+    from kdsweep.study.load import load_study as load
+
+    loaded = load(study) if isinstance(study, str | Path) else study
+    return run_study(loaded, options or RunOptions(), display)
+
+
+def load_results(study: Study | str | Path, results: str | Path | None = None) -> pd.DataFrame:
+    """The trials of a study as a pandas DataFrame, one row per trial.
+
+    :param study: a loaded study or a study file's path.
+    :param results: the results folder, when it is not the study file's.
+    """
+    from kdsweep.cli.results import load_results as load
+
+    return load(study, str(results) if results is not None else None)

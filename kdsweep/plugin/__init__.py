@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import pluggy
 
-from kdsweep.components import DataSplits, FeatureShapes, LossBatch
-from kdsweep.features import split_layers
-from kdsweep.registry import Registry
+from kdsweep.plugin.registry import Registry
+from kdsweep.plugin.types import DataSplits, FeatureShapes, LossBatch, split_layers
+from kdsweep.project import NAME
 
-NAME = "kdsweep"
 hookimpl = pluggy.HookimplMarker(NAME)
 
 __all__ = [

@@ -7,21 +7,24 @@ Sources, in order: installed distributions through the entry-point group ``kdswe
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
 from kdsweep.errors import KdsweepError, PluginError
-from kdsweep.plugin import NAME, spec
-from kdsweep.registry import Origin, Registry
+from kdsweep.plugin import spec
+from kdsweep.plugin.registry import Origin, Registry, registering_for
+from kdsweep.project import NAME
 
 DISABLE_ENV = "KDSWEEP_DISABLE_PLUGINS"
 HOOK_NAMES = (
@@ -81,21 +84,30 @@ def get_plugin_manager(
 
 
 def build_registry(plugins: Plugins) -> Registry:
-    """Call every registration hook, one implementation at a time, into a new registry."""
+    """Call every registration hook through pluggy into a new registry."""
     registry = Registry()
     for hook_name in HOOK_NAMES:
-        for impl in getattr(plugins.manager.hook, hook_name).get_hookimpls():
-            origin = plugins.origins[impl.plugin_name]
-            with registry.registering_for(origin):
-                try:
-                    impl.function(**{arg: registry for arg in impl.argnames})
-                except KdsweepError:
-                    raise
-                except Exception as exc:
-                    raise PluginError(
-                        f"{origin} raised in {hook_name}: {type(exc).__name__}: {exc}"
-                    ) from exc
+        getattr(plugins.manager.hook, hook_name)(registry=registry)
     return registry
+
+
+def _attributed(function: Callable[..., Any], origin: Origin, hook_name: str) -> Callable[..., Any]:
+    """A hook implementation that stamps what it registers with its plugin's origin and
+    re-raises its errors naming the plugin (pluggy calls it with positional arguments)."""
+
+    @functools.wraps(function)
+    def call(*args: Any) -> Any:
+        with registering_for(origin):
+            try:
+                return function(*args)
+            except KdsweepError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"{origin} raised in {hook_name}: {type(exc).__name__}: {exc}"
+                ) from exc
+
+    return call
 
 
 def load_registry(
@@ -141,6 +153,10 @@ def _register(plugins: Plugins, module: object, origin: Origin) -> None:
     except (ValueError, pluggy.PluginValidationError) as exc:
         raise PluginError(f"{origin} could not be registered: {exc}") from None
     plugins.origins[origin.plugin] = origin
+    for caller in plugins.manager.get_hookcallers(module) or ():
+        for impl in caller.get_hookimpls():
+            if impl.plugin_name == origin.plugin:
+                impl.function = _attributed(impl.function, origin, caller.name)
 
 
 def _import(origin: Origin, load: object) -> ModuleType:

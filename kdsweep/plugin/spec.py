@@ -1,6 +1,6 @@
 """Hook specifications: every hook a kdsweep plugin may implement.
 
-Each hook receives the :class:`~kdsweep.registry.Registry` and adds components to it.
+Each hook receives the :class:`~kdsweep.plugin.Registry` and adds components to it.
 Hooks return nothing; they must not train, download or read large files (loading data
 belongs in the dataset's ``load`` function, which runs only when a study uses it).
 """
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pluggy
 
-from kdsweep.registry import Registry
+from kdsweep.plugin.registry import Registry
+from kdsweep.project import NAME
 
-hookspec = pluggy.HookspecMarker("kdsweep")
+hookspec = pluggy.HookspecMarker(NAME)
 
 
 @hookspec
@@ -57,5 +58,5 @@ def kdsweep_register_datasets(registry: Registry) -> None:
     """Register datasets.
 
     :param registry: call ``registry.add_dataset(name, load, params={...})``, where
-        ``load(**params)`` returns a :class:`~kdsweep.components.DataSplits`.
+        ``load(**params)`` returns a :class:`~kdsweep.plugin.DataSplits`.
     """

@@ -49,4 +49,5 @@ def kdsweep_register_datasets(registry: Registry) -> None:
         "digits",
         load_digits,
         params={"val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 0},
+        default=True,
     )

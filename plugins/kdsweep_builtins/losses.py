@@ -119,7 +119,7 @@ def dist_loss(
 def kdsweep_register_losses(registry: Registry) -> None:
     """Register ``ce``, ``kd``, ``hard_kd``, ``dkd`` and ``dist``."""
     registry.add_loss("ce", cross_entropy_loss, needs_teacher=False)
-    registry.add_loss("kd", kd_loss, params={"temperature": 4.0, "alpha": 0.9})
+    registry.add_loss("kd", kd_loss, params={"temperature": 4.0, "alpha": 0.9}, default=True)
     registry.add_loss("hard_kd", hard_kd_loss, params={"alpha": 0.5})
     registry.add_loss(
         "dkd",

@@ -59,11 +59,11 @@ def build_cnn(width: float, num_classes: int, input_shape: tuple[int, ...]) -> n
 def kdsweep_register_teachers(registry: Registry) -> None:
     """Register ``mlp`` and ``cnn`` as teachers."""
     registry.add_teacher("mlp", build_mlp)
-    registry.add_teacher("cnn", build_cnn)
+    registry.add_teacher("cnn", build_cnn, default=True)
 
 
 @hookimpl
 def kdsweep_register_students(registry: Registry) -> None:
     """Register ``mlp`` and ``cnn`` as students."""
     registry.add_student("mlp", build_mlp)
-    registry.add_student("cnn", build_cnn)
+    registry.add_student("cnn", build_cnn, default=True)

@@ -1,0 +1,199 @@
+"""Command line: ``kdsweep run | worker | plugins | report | ui``, a thin layer over the
+Python API."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from kdsweep.errors import KdsweepError
+from kdsweep.plugin.manager import load_registry
+from kdsweep.plugin.registry import KINDS, Registry
+from kdsweep.project import __version__
+from kdsweep.run.locations import RunOptions, StudyLocations
+from kdsweep.study.load import load_study
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from kdsweep.cli.summary import print_summary
+    from kdsweep.run.display import Display
+    from kdsweep.run.study_run import run_study
+
+    study = load_study(args.study, args.plugin)
+    options = RunOptions(
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        device=args.device,
+        results=args.results,
+        workers=getattr(args, "workers", 1),
+        graceful=args.graceful,
+        jobs=args.jobs,
+    )
+    display = Display()
+    summary = run_study(study, options, display)
+    settings = study.settings
+    print_summary(display.console, f"{settings.name}: best trial per width", summary)
+    if len(settings.objectives) > 1:
+        display.stage(
+            f"Pareto front ({', '.join(g.metric for g in settings.objectives)}): trials "
+            f"{', '.join(map(str, summary.pareto)) or 'none yet'}"
+        )
+    print(f"results in {summary.locations.results}; open them with: kdsweep ui {args.study}")
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    registry: Registry = (
+        load_study(args.study, args.plugin).registry
+        if args.study
+        else load_registry(args.plugin, base_dir=Path.cwd())
+    )
+    table = Table(title="kdsweep components")
+    for header in ("kind", "name", "plugin", "version"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("params")
+    table.add_column("description")
+    for kind in KINDS:
+        for component in registry.components(kind):
+            params = ", ".join(f"{k}={v}" for k, v in component.params.items())
+            table.add_row(
+                kind,
+                component.name,
+                component.origin.plugin,
+                f"{component.origin.distribution} {component.origin.version}",
+                params,
+                component.description,
+            )
+    Console(width=max(160, Console().width)).print(table)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from kdsweep.cli import report
+    from kdsweep.cli.results import objective_names, stored_study, trials_frame
+    from kdsweep.track.tracker import Tracker
+
+    study = load_study(args.study, args.plugin)
+    locations = StudyLocations.of(study, RunOptions(results=args.results))
+    optuna_study = stored_study(study, args.results)
+    frame = trials_frame(optuna_study, objective_names(study))
+    tracker = Tracker(locations.tracking_uri, study.settings.name, reopen=False)
+    repeats = optuna_study.user_attrs.get("repeats", [])
+    references = report.references_from(tracker, repeats)
+    out = Path(args.out) if args.out else locations.results / "reports" / study.settings.name
+    files = report.write_report(study, frame, references, out)
+    tracker.log_artifacts(out, "report")
+    print(
+        f"report in {out}: {files.markdown.name}, {files.csv.name}, "
+        f"{', '.join(p.name for p in files.plots)}"
+    )
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    if args.tracking_uri:
+        uri = args.tracking_uri
+    elif args.study:
+        uri = StudyLocations.of(
+            load_study(args.study), RunOptions(results=args.results)
+        ).tracking_uri
+    else:
+        uri = f"sqlite:///{Path(args.results or 'results').resolve() / 'mlflow.db'}"
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    return subprocess.call(command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every sub-command."""
+    parser = argparse.ArgumentParser(prog="kdsweep", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"kdsweep {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run (or resume) a study")
+    run.add_argument("study", help="study file (TOML)")
+    run.add_argument("--n-trials", type=int, help="total trials the study should hold")
+    run.add_argument("--timeout", type=float, help="stop starting trials after S seconds")
+    run.add_argument("--storage", help="Optuna storage URL (default: sqlite in the results folder)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in results)")
+    run.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    run.add_argument("--results", help="results folder (default: [study] results or ./results)")
+    run.add_argument("--plugin", action="append", default=[], help="local plugin module or .py")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="local worker processes (one per GPU); needs --storage postgresql://",
+    )
+    run.add_argument(
+        "--graceful", action="store_true", help="on SIGINT/SIGTERM, finish the running trial first"
+    )
+    run.add_argument(
+        "--jobs", help='trials trained at the same time in this process, or "auto" ([study] jobs)'
+    )
+    run.set_defaults(handler=_cmd_run)
+
+    worker = commands.add_parser(
+        "worker", help="join a study (creating it if needed) and run trials until it is done"
+    )
+    for action in run._actions:
+        if action.dest not in ("help", "workers"):
+            worker._add_action(action)
+    worker.set_defaults(handler=_cmd_run)
+
+    plugins = commands.add_parser("plugins", help="list every registered component")
+    plugins.add_argument("study", nargs="?", help="also load the plugins this study names")
+    plugins.add_argument("--plugin", action="append", default=[], help="local plugin module or .py")
+    plugins.set_defaults(handler=_cmd_plugins)
+
+    report = commands.add_parser("report", help="tables and plots of a study's results")
+    report.add_argument("study", help="study file (TOML)")
+    report.add_argument("--results", help="results folder (default: [study] results)")
+    report.add_argument("--out", help="folder for the report (default: results/reports/NAME)")
+    report.add_argument("--plugin", action="append", default=[], help="local plugin module")
+    report.set_defaults(handler=_cmd_report)
+
+    ui = commands.add_parser("ui", help="open the MLflow UI on a study's tracking store")
+    ui.add_argument("study", nargs="?", help="study file whose results to show")
+    ui.add_argument("--results", help="results folder (default: ./results)")
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI to show instead")
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=_cmd_ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kdsweep`` command; user errors print one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KdsweepError as exc:
+        print(f"kdsweep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdsweep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""A trial's life between the search and the trainer: resolve its settings, open its
+MLflow run, train it (alone, fused, in this process or a trainer process), log its
+epochs and metrics, end its run with the state the search will tell Optuna."""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from kdsweep.run.display import Bar, Display
+from kdsweep.run.processes import TrainerDied, TrainerPool
+from kdsweep.run.records import component_tags, constant_values, epoch_metrics
+from kdsweep.run.references import Baselines
+from kdsweep.search import storage
+from kdsweep.search.trial import TrialHandle, TrialPruned
+from kdsweep.study.settings import TrialSettings
+from kdsweep.study.study import Study
+from kdsweep.track import tags
+from kdsweep.track.tracker import Tracker
+from kdsweep.train.fit import DivergedError, EpochReport, FitResult
+from kdsweep.train.fused import SHARED_TRAIN_SETTINGS
+from kdsweep.train.trainer import StudyTrainer
+
+Result = FitResult | Exception
+Metrics = dict[str, float]
+
+
+@dataclass
+class _OpenTrial:
+    """A trial whose MLflow run is open: its settings, run and epoch callback."""
+
+    handle: TrialHandle
+    settings: TrialSettings
+    run_id: str
+    bar: Bar
+    on_epoch: Callable[[EpochReport], None] = lambda report: None
+    train_time_s: float = 0.0  # training and evaluation as of the last epoch
+
+
+def fusion_key(settings: TrialSettings) -> tuple:
+    """What trials trained together must share: the student, the loss and the settings
+    that shape the batches and the optimizer."""
+    shared = tuple(getattr(settings.train, name) for name in SHARED_TRAIN_SETTINGS)
+    return (settings.student, settings.loss.name, shared)
+
+
+class TrialRuns:
+    """Trials from handle to metrics; training happens in this process, or in the trainer
+    processes of ``pool`` (``jobs`` > 1)."""
+
+    def __init__(
+        self,
+        trainer: StudyTrainer,
+        tracker: Tracker,
+        display: Display,
+        baselines: Baselines | None,
+    ) -> None:
+        self.study: Study = trainer.study
+        self.trainer = trainer
+        self.tracker = tracker
+        self.display = display
+        self.baselines = baselines
+        self.pool: TrainerPool | None = None
+
+    def __call__(self, handle: TrialHandle) -> Metrics:
+        """Train one trial in this process."""
+        trial = self._open(handle)
+        try:
+            outcome: Result = self.trainer.run_trial(trial.settings, trial.on_epoch)
+        except KeyboardInterrupt:
+            self._interrupted([trial])
+            raise
+        except Exception as exc:
+            outcome = exc
+        return self._close(trial, outcome)
+
+    def group(self, handles: Sequence[TrialHandle]) -> list[Metrics | Exception]:
+        """Train the trials as fused groups of those that share an architecture (a retried
+        trial may not), each trial logged as if it had run alone."""
+        trials, parts = self._open_parts(handles)
+        outcomes: dict[int, Result] = {}
+        try:
+            for part in parts:
+                outcomes.update(_numbered(part, self._fused(part)))
+        except KeyboardInterrupt:
+            self._interrupted(trials)
+            raise
+        return self._close_all(trials, outcomes)
+
+    def launch(self, handles: Sequence[TrialHandle]) -> Callable[[], list[Metrics | Exception]]:
+        """Open the trials' runs and send them (as fused groups when there are several) to
+        this thread's trainer process, which trains them after the work it already has;
+        returns what waits for them and closes their runs."""
+        assert self.pool is not None
+        trainer = self.pool.current()
+        trials, parts = self._open_parts(handles)
+        tickets = [
+            trainer.submit([t.settings for t in part], [t.on_epoch for t in part]) for part in parts
+        ]
+
+        def wait() -> list[Metrics | Exception]:
+            outcomes: dict[int, Result] = {}
+            try:
+                for part, ticket in zip(parts, tickets, strict=True):
+                    try:
+                        results: list[Result] = trainer.wait(ticket)
+                    except TrainerDied as exc:
+                        results = [exc] * len(part)
+                    outcomes.update(_numbered(part, results))
+            except KeyboardInterrupt:
+                self._interrupted(trials)
+                raise
+            return self._close_all(trials, outcomes)
+
+        return wait
+
+    def _open_parts(
+        self, handles: Sequence[TrialHandle]
+    ) -> tuple[list[_OpenTrial], list[list[_OpenTrial]]]:
+        """The trials' open runs, and the same trials in parts that share a fusion key."""
+        keys = [fusion_key(self.study.resolve(handle.params)) for handle in handles]
+        members: dict[tuple, list[int]] = {}
+        for handle, key in zip(handles, keys, strict=True):
+            members.setdefault(key, []).append(handle.number)
+        trials = [
+            self._open(
+                handle,
+                {tags.FUSED_WITH: ",".join(map(str, members[key]))}
+                if len(members[key]) > 1
+                else {},
+            )
+            for handle, key in zip(handles, keys, strict=True)
+        ]
+        parts: dict[tuple, list[_OpenTrial]] = {}
+        for trial, key in zip(trials, keys, strict=True):
+            parts.setdefault(key, []).append(trial)
+        return trials, list(parts.values())
+
+    def _close_all(
+        self, trials: Sequence[_OpenTrial], outcomes: Mapping[int, Result]
+    ) -> list[Metrics | Exception]:
+        results: list[Metrics | Exception] = []
+        for trial in trials:
+            try:
+                results.append(self._close(trial, outcomes[trial.handle.number]))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _fused(self, part: list[_OpenTrial]) -> list[Result]:
+        if len(part) == 1:
+            only = part[0]
+            try:
+                return [self.trainer.run_trial(only.settings, only.on_epoch)]
+            except Exception as exc:
+                return [exc]
+        try:
+            return self.trainer.run_group([t.settings for t in part], [t.on_epoch for t in part])
+        except Exception as exc:  # the whole group failed (e.g. out of memory)
+            return [exc] * len(part)
+
+    def _open(self, handle: TrialHandle, extra_tags: Mapping[str, str] | None = None) -> _OpenTrial:
+        settings = self.study.resolve(handle.params)
+        handle.trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        run_tags = {
+            **component_tags(self.study, settings),
+            **(extra_tags or {}),
+            tags.TRIAL_NUMBER: str(handle.number),
+        }
+        retry_of = storage.retried_trial(handle.trial)
+        if retry_of is not None:
+            run_tags[tags.RETRY_OF] = str(retry_of)
+        run_id = self.tracker.start_run(
+            "trial", f"trial-{handle.number}", settings.flat(), run_tags
+        )
+        handle.trial.set_user_attr("mlflow_run_id", run_id)
+        bar = self.display.run_started(f"trial {handle.number}", self.trainer.epochs(settings))
+        trial = _OpenTrial(handle, settings, run_id, bar)
+        constant = constant_values(settings)
+
+        def on_epoch(report: EpochReport) -> None:
+            trial.train_time_s = report.train_time_s
+            self.tracker.log_epoch(run_id, epoch_metrics(report, constant), step=report.epoch)
+            shown = " ".join(f"{k} {v:.2f}" for k, v in report.values.items())
+            self.display.epoch(bar, report.epoch, report.val_accuracy, shown)
+            handle.report(report.epoch, report.val_accuracy)
+
+        trial.on_epoch = on_epoch
+        return trial
+
+    def _interrupted(self, trials: Sequence[_OpenTrial]) -> None:
+        for trial in trials:
+            self.display.run_ended(trial.bar)
+            self.tracker.end_run(trial.run_id, "KILLED", tags=tags.ended("FAIL", "interrupted"))
+
+    def _close(self, trial: _OpenTrial, outcome: Result) -> Metrics:
+        """Log the outcome and end the run; an exception is re-raised as the search layer
+        expects it (pruned, or failed with its reason)."""
+        run_id, settings = trial.run_id, trial.settings
+        self.display.run_ended(trial.bar)
+        if isinstance(outcome, Exception):  # the training time it took before it ended
+            trial.handle.trial.set_user_attr("train_time_s", trial.train_time_s)
+        if isinstance(outcome, TrialPruned):
+            self.tracker.end_run(run_id, "KILLED", tags=tags.ended("PRUNED", str(outcome)))
+            raise outcome
+        if isinstance(outcome, DivergedError):
+            self.tracker.end_run(run_id, "KILLED", tags=tags.ended("PRUNED", str(outcome)))
+            raise TrialPruned(str(outcome)) from outcome
+        if isinstance(outcome, torch.cuda.OutOfMemoryError):
+            gc.collect()
+            torch.cuda.empty_cache()  # give the memory back before the next trial
+            reason = f"CUDA out of memory: {outcome}"
+            self.tracker.end_run(run_id, "FAILED", tags=tags.ended("FAIL", reason))
+            raise RuntimeError(reason) from None
+        if isinstance(outcome, Exception):
+            reason = f"{type(outcome).__name__}: {outcome}"
+            self.tracker.end_run(run_id, "FAILED", tags=tags.ended("FAIL", reason))
+            raise outcome
+        metrics = self._metrics(settings, outcome)
+        self.tracker.end_run(run_id, "FINISHED", metrics, tags=tags.ended("COMPLETE"))
+        trial.handle.trial.set_user_attr("metrics", metrics)
+        return metrics
+
+    def _metrics(self, settings: TrialSettings, outcome: FitResult) -> Metrics:
+        metrics = {
+            "val_accuracy": outcome.val_accuracy,
+            "test_accuracy": outcome.test_accuracy,
+            "params": float(outcome.params),
+            "train_time_s": outcome.train_time_s,
+            **self.trainer.costs(settings),
+        }
+        if self.baselines is not None:
+            baseline = self.baselines.get(settings.student.width, settings.train.seed)
+            metrics["baseline_test_accuracy"] = baseline.test_accuracy
+            metrics["kd_gain"] = outcome.test_accuracy - baseline.test_accuracy
+        return metrics
+
+
+def _numbered(
+    part: Sequence[_OpenTrial], results: Sequence[Result]
+) -> Iterator[tuple[int, Result]]:
+    return zip((t.handle.number for t in part), results, strict=True)

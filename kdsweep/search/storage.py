@@ -1,0 +1,91 @@
+"""The Optuna storage, and the one module that touches Optuna internals.
+
+Each private name used here is marked with the Optuna version it was checked against;
+nothing else in kdsweep reaches past Optuna's public API.
+
+A relational storage beats a heartbeat per running trial: a trial whose worker stops
+beating for ``GRACE_PERIOD_S`` is failed and retried once with the same parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+# A running trial's worker writes a heartbeat this often; a trial without one for the
+# grace period is failed and retried. Environment variables override both (in seconds).
+HEARTBEAT_INTERVAL_S = int(os.environ.get("KDSWEEP_HEARTBEAT_S", "5"))
+GRACE_PERIOD_S = int(os.environ.get("KDSWEEP_GRACE_S", "20"))
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage | str:
+    """The storage of ``url``: relational ones with heartbeats, others as Optuna opens them."""
+    if not url.startswith(("sqlite", "postgresql", "mysql")):
+        return url
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=GRACE_PERIOD_S,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=1
+            ),
+        )
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence Optuna's notes on heartbeats outside ``optimize`` (kdsweep beats itself)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
+        yield
+
+
+def frozen(trial: optuna.Trial) -> FrozenTrial:
+    """The trial as the storage holds it now."""
+    # Optuna 5.0: Trial._trial_id is the storage's id of the trial (no public accessor).
+    return trial.storage.get_trial(trial._trial_id)
+
+
+def heartbeat(trial: optuna.Trial, study: optuna.Study) -> AbstractContextManager[Any]:
+    """A context in which a thread beats the trial's heartbeat."""
+    from optuna.storages._heartbeat import get_heartbeat_thread  # Optuna 5.0: private
+
+    # Optuna 5.0: Study._storage is the study's storage object (no public accessor).
+    return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail (and retry) trials whose heartbeat stopped, when the storage beats them."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled  # Optuna 5.0: private
+
+    if is_heartbeat_enabled(study._storage):
+        with quiet():
+            optuna.storages.fail_stale_trials(study)
+
+
+def retried_trial(trial: optuna.Trial) -> int | None:
+    """The number of the trial this one retries, if it is a retry."""
+    with quiet():
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen(trial))
+
+
+def with_fixed_params(study: optuna.Study, fixed: Mapping[str, Any]) -> optuna.Study:
+    """The same study (same storage, same trials) seen through a sampler that keeps the
+    ``fixed`` params at their values and samples the others as the study's sampler does."""
+    with quiet():
+        return optuna.Study(
+            study_name=study.study_name,
+            storage=study._storage,  # Optuna 5.0: private, see heartbeat()
+            sampler=optuna.samplers.PartialFixedSampler(dict(fixed), study.sampler),
+        )

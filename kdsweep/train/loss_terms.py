@@ -1,0 +1,172 @@
+"""Turns a trial's loss settings into the engine's :class:`~kdsweep.train.fit.TrainingLoss`:
+the main loss and the added terms, their layers, modules and schedules. Also the core's
+own label loss, which trains teachers and baselines without any plugin."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdsweep.errors import ConfigError, PluginError
+from kdsweep.plugin.registry import Component, Registry
+from kdsweep.plugin.types import FeatureShapes, LossBatch, split_layers
+from kdsweep.study.settings import ComponentChoice, TrialSettings
+from kdsweep.train.features import FeatureTap, LayerNotFoundError, layer_names
+from kdsweep.train.fit import BoundSchedule, LossTerm, TrainingLoss
+
+Term = tuple[Component, ComponentChoice]
+
+
+def label_loss(batch: LossBatch) -> torch.Tensor:
+    """Cross-entropy with the labels alone: how teachers, no-distillation baselines and the
+    first generation of a self-distillation train."""
+    return F.cross_entropy(batch.student_logits, batch.targets)
+
+
+LABEL_LOSS = TrainingLoss((LossTerm(label_loss),))
+
+
+def loss_terms(registry: Registry, settings: TrialSettings) -> list[Term]:
+    """The main loss, then each added term, with their settings."""
+    chosen = [settings.loss, *settings.extra_losses]
+    return [(registry.get("loss", choice.name), choice) for choice in chosen]
+
+
+def captured_layers(terms: list[Term], owner: str) -> tuple[str, ...]:
+    """Every layer of ``owner`` (``student`` or ``teacher``) that the terms read."""
+    names: dict[str, None] = {}
+    for component, choice in terms:
+        for param, layer_owner in component.layers.items():
+            if layer_owner == owner:
+                names.update(dict.fromkeys(split_layers(choice.params[param])))
+    return tuple(names)
+
+
+def check_layers(path: Path, terms: list[Term], models: dict[str, nn.Module | None]) -> None:
+    """Every layer param names layers the models have: else an error naming the param."""
+    for position, (component, choice) in enumerate(terms):
+        section = "loss" if position == 0 else f"loss.add.{choice.name}"
+        for param, owner in component.layers.items():
+            model = models.get(owner)
+            if model is None:
+                raise ConfigError(
+                    f"{path}: [{section}] {param}: loss '{component.name}' reads {owner} "
+                    f"layers, but this study has no {owner} model for it"
+                )
+            if not split_layers(choice.params[param]):
+                raise ConfigError(
+                    f"{path}: [{section}] {param}: loss '{component.name}' needs {owner} layer "
+                    f"names (layers: {', '.join(layer_names(model))})"
+                )
+            try:
+                FeatureTap(model, split_layers(choice.params[param])).close()
+            except LayerNotFoundError as exc:
+                raise ConfigError(
+                    f"{path}: [{section}] {param} = {choice.params[param]!r}: {exc}"
+                ) from None
+
+
+@torch.no_grad()
+def feature_shapes(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    terms: list[Term],
+    sample: torch.Tensor,
+) -> FeatureShapes:
+    """Shapes of the captured layers, from one forward pass in eval mode."""
+    shapes = {}
+    for owner, model in (("student", student), ("teacher", teacher)):
+        layers = captured_layers(terms, owner)
+        shapes[owner] = {}
+        if model is None or not layers:
+            continue
+        was_training = model.training
+        model.eval()
+        with FeatureTap(model, layers) as tap:
+            model(sample)
+        model.train(was_training)
+        shapes[owner] = {name: tuple(value.shape[1:]) for name, value in tap.features.items()}
+    return FeatureShapes(student=shapes["student"], teacher=shapes["teacher"])
+
+
+def build_training_loss(
+    terms: list[Term],
+    shapes: FeatureShapes,
+    device: torch.device,
+    schedules: dict[str, BoundSchedule],
+) -> TrainingLoss:
+    """The training loss: loss modules built (and moved to ``device``), ``schedules``
+    (target -> schedule) bound to the main loss's params of the same name."""
+    built_terms, modules = [], []
+    for position, (component, choice) in enumerate(terms):
+        loss: Callable[..., torch.Tensor]
+        if inspect.isclass(component.factory) and issubclass(component.factory, nn.Module):
+            module = _build_module(component, shapes, choice.params).to(device)
+            modules.append(module)
+            loss = _reporting_errors(component, module)
+        else:
+            loss = _reporting_errors(component, component.factory)
+        moved = {t: s for t, s in schedules.items() if t in choice.params} if position == 0 else {}
+        built_terms.append(LossTerm(loss, choice.params, choice.weight, moved))
+    return TrainingLoss(
+        terms=tuple(built_terms),
+        student_layers=captured_layers(terms, "student"),
+        teacher_layers=captured_layers(terms, "teacher"),
+        modules=tuple(modules),
+    )
+
+
+def _build_module(component: Component, shapes: FeatureShapes, params: dict[str, Any]) -> nn.Module:
+    try:
+        return component.factory(shapes, **params)
+    except Exception as exc:
+        raise PluginError(
+            f"loss '{component.name}' ({component.origin}) could not be built: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _reporting_errors(component: Component, function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` with its exceptions re-raised naming the component's plugin."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            raise  # the device's limit, not the plugin's fault
+        except Exception as exc:
+            raise PluginError(
+                f"{component.kind} '{component.name}' ({component.origin}) raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    return call
+
+
+def reporting_errors(component: Component) -> Callable[..., Any]:
+    """The component's own callable, with its exceptions re-raised naming the plugin."""
+    return _reporting_errors(component, component.factory)
+
+
+def bound_schedule(
+    registry: Registry, settings: TrialSettings, target: str
+) -> BoundSchedule | None:
+    """The trial's schedule of ``target`` with its params bound, or ``None`` when the study
+    sets none (the value then stays as set)."""
+    choice = settings.schedules.get(target)
+    if choice is None:
+        return None
+    schedule = reporting_errors(registry.get("schedule", choice.name))
+    return lambda base, epoch, epochs: schedule(base, epoch, epochs, **choice.params)
+
+
+def loss_schedules(registry: Registry, settings: TrialSettings) -> dict[str, BoundSchedule]:
+    """The schedules that move the main loss's params (every target but the lr)."""
+    bound = {t: bound_schedule(registry, settings, t) for t in settings.schedules if t != "lr"}
+    return {target: schedule for target, schedule in bound.items() if schedule is not None}

@@ -1,0 +1,234 @@
+"""Trains the trials of one study in one process, sharing what they have in common: the
+data on the device, the teachers and their logits, the baselines and the cost metrics.
+
+Turns resolved settings into fit calls; knows nothing of Optuna or MLflow. How a trial
+trains depends on its main loss's :class:`~kdsweep.plugin.registry.Training` mode, and
+that is decided here alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from kdsweep.errors import KdsweepError, PluginError
+from kdsweep.plugin.registry import Training
+from kdsweep.plugin.types import DataSplits
+from kdsweep.study.settings import TrialSettings
+from kdsweep.study.study import Study
+from kdsweep.train import fused, loss_terms
+from kdsweep.train.cache import ModelCache
+from kdsweep.train.costs import cost_metrics
+from kdsweep.train.fit import (
+    EpochCallback,
+    FitResult,
+    Teachers,
+    TrainingLoss,
+    fit,
+    predict_logits,
+)
+from kdsweep.train.loss_terms import LABEL_LOSS, Term, bound_schedule
+from kdsweep.train.models import ModelFactory
+from kdsweep.train.references import ModelRecord, References
+
+Poll = Callable[[], None]
+
+
+class StudyTrainer:
+    """Prepared state for training the trials of one study on one device."""
+
+    def __init__(self, study: Study, device: torch.device, cache: ModelCache) -> None:
+        self.study = study
+        self.registry = study.registry
+        self.device = device
+        self.base = study.resolve()
+        self.data = _load_data(study, self.base).to(device)
+        self.models = ModelFactory(study.path, self.registry, self.data, device)
+        self.references = References(self.base, self.registry, self.models, cache)
+        self._teacher_logits: tuple[torch.Tensor, ...] = ()
+        self._costs: dict[tuple[str, float], dict[str, float]] = {}
+
+    def teacher(self, number: int = 0, on_epoch: EpochCallback | None = None) -> ModelRecord:
+        """Teacher ``number``'s record, trained (or loaded) on first use."""
+        return self.references.teacher(number, on_epoch)
+
+    def baseline(
+        self, width: float, on_epoch: EpochCallback | None = None, seed: int | None = None
+    ) -> ModelRecord:
+        """The no-distillation baseline at ``width`` (see :meth:`References.baseline`)."""
+        return self.references.baseline(width, on_epoch, seed)
+
+    def teacher_signal(self, settings: TrialSettings) -> Teachers:
+        """Every teacher, with its training-set logits computed once unless the trial
+        augments its batches (then the teachers run on each augmented batch)."""
+        for number in range(len(self.base.teachers)):
+            self.teacher(number)
+        models = tuple(model for model, _ in self.references.teachers.values())
+        if settings.train.augment != "none":
+            return Teachers(models=models)
+        if not self._teacher_logits:
+            self._teacher_logits = tuple(
+                predict_logits(model, self.data.train_x) for model in models
+            )
+        return Teachers(models=models, logits=self._teacher_logits)
+
+    def costs(self, settings: TrialSettings) -> dict[str, float]:
+        """FLOPs, latency, size and compression of the trial's student architecture."""
+        key = (settings.student.model, settings.student.width)
+        if key not in self._costs:
+            student = self.models.build("student", settings.student, "[student]")
+            first = self.references.teachers.get(0)
+            batch = self.data.train_x[: settings.train.batch_size]
+            self._costs[key] = cost_metrics(student, batch, first[1].params if first else None)
+        return self._costs[key]
+
+    def epochs(self, settings: TrialSettings) -> int:
+        """Epochs a trial runs, all generations together."""
+        if self._mode(settings) is Training.GENERATIONS:
+            return settings.train.epochs * (settings.loss.params["generations"] + 1)
+        return settings.train.epochs
+
+    def run_trial(
+        self,
+        settings: TrialSettings,
+        on_epoch: EpochCallback | None = None,
+        poll: Poll | None = None,
+    ) -> FitResult:
+        """Train the trial's student(s) with its losses; teacher outputs are shared.
+        ``on_epoch`` and ``poll`` are :func:`~kdsweep.train.fit.fit`'s."""
+        terms = loss_terms.loss_terms(self.registry, settings)
+        if self._mode(settings) is Training.GENERATIONS:
+            return self._generations(settings, terms, on_epoch, poll)
+        count = settings.loss.params["peers"] if self._mode(settings) is Training.MUTUAL else 1
+        students = [
+            self.models.build(
+                "student", settings.student, "[student]", seed=settings.train.seed + k
+            )
+            for k in range(count)
+        ]
+        teachers = None
+        if any(component.needs_teacher for component, _ in terms):
+            teachers = self.teacher_signal(settings)
+        return fit(
+            students,
+            self.data,
+            settings.train,
+            self._training_loss(settings, terms, students[0], teachers and teachers.models[0]),
+            teachers=teachers,
+            lr_schedule=bound_schedule(self.registry, settings, "lr"),
+            on_epoch=on_epoch,
+            poll=poll,
+        )
+
+    def run_group(
+        self, group: Sequence[TrialSettings], on_epochs: Sequence[EpochCallback | None]
+    ) -> list[FitResult | Exception]:
+        """Train trials that share the student's architecture together (fused); each
+        result is the trial's metrics or the exception that ended it."""
+        students = [
+            self.models.build("student", s.student, "[student]", seed=s.train.seed) for s in group
+        ]
+        terms = [loss_terms.loss_terms(self.registry, s) for s in group]
+        teachers = None
+        if any(component.needs_teacher for t in terms for component, _ in t):
+            teachers = self.teacher_signal(group[0])
+        return fused.fit_group(
+            students,
+            self.data,
+            [s.train for s in group],
+            [
+                self._training_loss(s, t, student, None)
+                for s, t, student in zip(group, terms, students, strict=True)
+            ],
+            teachers=teachers,
+            lr_schedules=[bound_schedule(self.registry, s, "lr") for s in group],
+            on_epochs=on_epochs,
+        )
+
+    def _mode(self, settings: TrialSettings) -> Training:
+        return self.registry.get("loss", settings.loss.name).training
+
+    def _generations(
+        self,
+        settings: TrialSettings,
+        terms: list[Term],
+        on_epoch: EpochCallback | None,
+        poll: Poll | None,
+    ) -> FitResult:
+        """Born-again networks: generation 0 learns from labels, each next one from the last."""
+        lr_schedule = bound_schedule(self.registry, settings, "lr")
+        epochs = settings.train.epochs
+        seed = settings.train.seed
+        previous = self.models.build("student", settings.student, "[student]", seed=seed)
+        result = fit(
+            previous,
+            self.data,
+            settings.train,
+            LABEL_LOSS,
+            lr_schedule=lr_schedule,
+            on_epoch=on_epoch,
+            poll=poll,
+        )
+        train_time = result.train_time_s
+        for generation in range(1, settings.loss.params["generations"] + 1):
+            previous.eval()
+            teachers = Teachers(
+                models=(previous,),
+                logits=()
+                if settings.train.augment != "none"
+                else (predict_logits(previous, self.data.train_x),),
+            )
+            student = self.models.build(
+                "student", settings.student, "[student]", seed=seed + generation
+            )
+            result = fit(
+                student,
+                self.data,
+                settings.train,
+                self._training_loss(settings, terms, student, previous),
+                teachers=teachers,
+                lr_schedule=lr_schedule,
+                on_epoch=_shifted(on_epoch, generation * epochs),
+                poll=poll,
+            )
+            train_time += result.train_time_s
+            previous = student
+        return replace(result, train_time_s=train_time)
+
+    def _training_loss(
+        self,
+        settings: TrialSettings,
+        terms: list[Term],
+        student: nn.Module,
+        teacher: nn.Module | None,
+    ) -> TrainingLoss:
+        shapes = loss_terms.feature_shapes(student, teacher, terms, self.data.train_x[:2])
+        return loss_terms.build_training_loss(
+            terms, shapes, self.device, loss_terms.loss_schedules(self.registry, settings)
+        )
+
+
+def _load_data(study: Study, base: TrialSettings) -> DataSplits:
+    dataset = study.registry.get("dataset", base.dataset.name)
+    try:
+        data = dataset.factory(**base.dataset.params)
+    except KdsweepError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"dataset '{dataset.name}' ({dataset.origin}) failed to load: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(data, DataSplits):
+        raise PluginError(f"dataset '{dataset.name}' ({dataset.origin}) did not return DataSplits")
+    return data
+
+
+def _shifted(on_epoch: EpochCallback | None, offset: int) -> EpochCallback | None:
+    """The callback, seeing epochs numbered from ``offset`` (later generations)."""
+    if on_epoch is None:
+        return None
+    return lambda report: on_epoch(replace(report, epoch=report.epoch + offset))
