@@ -36,9 +36,10 @@ from kdsweep_builtins.datasets import load_digits
 from kdsweep_builtins.models import build_cnn
 from torch.utils.data import DataLoader, TensorDataset
 
-from kdsweep.cli import load
-from kdsweep.display import Display
-from kdsweep.runner import RunOptions, run_study
+from kdsweep.run.display import Display
+from kdsweep.run.locations import RunOptions
+from kdsweep.run.study_run import run_study
+from kdsweep.study.load import load_study
 
 STUDY = """
 [study]
@@ -140,7 +141,7 @@ def with_kdsweep(folder: Path, trials: int, epochs: int, pruner: str, jobs: str)
     path = folder / f"{name}.toml"
     text = STUDY.format(name=name, trials=trials, epochs=epochs, pruner=pruner, jobs=jobs)
     path.write_text(textwrap.dedent(text))
-    study = load(path)
+    study = load_study(path)
     quiet = Display()
     quiet.console.quiet = True
     started = time.perf_counter()
@@ -178,7 +179,7 @@ def prepared_teacher(folder: Path, epochs: int) -> dict:
     )
     quiet = Display()
     quiet.console.quiet = True
-    run_study(load(path), RunOptions(results=str(folder), n_trials=0, device="cpu"), quiet)
+    run_study(load_study(path), RunOptions(results=str(folder), n_trials=0, device="cpu"), quiet)
     teacher_file = next((folder / "cache" / "teachers").glob("*.pt"))
     return torch.load(teacher_file, weights_only=True)
 

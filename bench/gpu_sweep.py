@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 
-from kdsweep.cli import load
-from kdsweep.costs import flops_per_sample
-from kdsweep.display import Display
-from kdsweep.runner import RunOptions, run_study
+from kdsweep.run.display import Display
+from kdsweep.run.locations import RunOptions
+from kdsweep.run.study_run import run_study
+from kdsweep.study.load import load_study
+from kdsweep.train.costs import flops_per_sample
 
 PLUGIN = Path(__file__).with_name("synthetic_cifar.py")
 
@@ -108,7 +109,7 @@ def sweep(folder: Path, args: argparse.Namespace, width: float, fuse: int) -> di
         compile=str(args.compile).lower(),
     )
     path.write_text(textwrap.dedent(text))
-    study = load(path)
+    study = load_study(path)
     quiet = Display()
     quiet.console.quiet = True
     options = RunOptions(results=str(folder), device=args.device)

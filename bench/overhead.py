@@ -26,9 +26,10 @@ from pathlib import Path
 import optuna
 import psycopg
 
-from kdsweep.cli import load
-from kdsweep.display import Display
-from kdsweep.runner import RunOptions, run_study
+from kdsweep.run.display import Display
+from kdsweep.run.locations import RunOptions
+from kdsweep.run.study_run import run_study
+from kdsweep.study.load import load_study
 
 STUDY = """
 [study]
@@ -61,7 +62,9 @@ def measure(folder: Path, storage: str, trials: int) -> list[float]:
     path.write_text(textwrap.dedent(STUDY.replace("{trials}", str(trials))))
     quiet = Display()
     quiet.console.quiet = True
-    run_study(load(path), RunOptions(results=str(folder), storage=storage, device="cpu"), quiet)
+    run_study(
+        load_study(path), RunOptions(results=str(folder), storage=storage, device="cpu"), quiet
+    )
     study = optuna.load_study(study_name="overhead", storage=storage)
     done = sorted(study.trials, key=lambda t: t.datetime_complete)
     return [

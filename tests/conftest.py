@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kdsweep.plugin.manager import load_registry
-from kdsweep.registry import Registry
+from kdsweep.plugin.registry import Registry
 
 TINY_STUDY = """\
 [study]

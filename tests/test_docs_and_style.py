@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from kdsweep.plugin import spec
-from kdsweep.registry import Registry
+from kdsweep.plugin.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 

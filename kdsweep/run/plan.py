@@ -105,8 +105,8 @@ def shared_paths(study: Study) -> tuple[str, ...]:
 
 
 def _check_counts(options: RunOptions) -> None:
-    if options.n_trials is not None and options.n_trials < 1:
-        raise ConfigError(f"--n-trials {options.n_trials}: must be >= 1")
+    if options.n_trials is not None and options.n_trials < 0:  # 0: teacher and baselines only
+        raise ConfigError(f"--n-trials {options.n_trials}: must be >= 0")
     if options.timeout is not None and options.timeout <= 0:
         raise ConfigError(f"--timeout {options.timeout}: must be > 0")
     if options.workers < 1:

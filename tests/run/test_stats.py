@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from kdsweep.stats import mean_std, welch
+from kdsweep.run.stats import mean_std, welch
 
 
 def test_welch_matches_the_formula() -> None:

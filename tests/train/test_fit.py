@@ -6,21 +6,21 @@ from kdsweep_builtins.datasets import load_digits
 from kdsweep_builtins.losses import cross_entropy_loss, kd_loss
 from kdsweep_builtins.models import build_cnn, build_mlp
 
-from kdsweep import engine
-from kdsweep.settings import TrainSettings
+from kdsweep.study.settings import TrainSettings
+from kdsweep.train import fit
 
 DATA = load_digits()
 CPU = torch.device("cpu")
 
 
-def _fit(seed: int, on_epoch=None, epochs: int = 3, width: int = 4, poll=None) -> engine.FitResult:
-    model = engine.build_seeded(lambda: build_cnn(width, 10, DATA.input_shape), seed, CPU)
+def _fit(seed: int, on_epoch=None, epochs: int = 3, width: int = 4, poll=None) -> fit.FitResult:
+    model = fit.build_seeded(lambda: build_cnn(width, 10, DATA.input_shape), seed, CPU)
     settings = TrainSettings(epochs=epochs, batch_size=64, lr=0.05, seed=seed)
-    return engine.fit(
+    return fit.fit(
         model,
         DATA,
         settings,
-        engine.Objective.of(cross_entropy_loss),
+        fit.TrainingLoss.of(cross_entropy_loss),
         on_epoch=on_epoch,
         poll=poll,
     )
@@ -45,7 +45,7 @@ def test_training_learns_digits() -> None:
 
 
 def test_poll_runs_after_every_step_and_stops_training_when_it_raises() -> None:
-    steps_per_epoch = engine.even_batches(len(DATA.train_y), 64)
+    steps_per_epoch = fit.even_batches(len(DATA.train_y), 64)
     steps: list[int] = []
     epochs: list[int] = []
 
@@ -71,21 +71,19 @@ def test_a_trial_is_reproducible_from_its_seed_on_cpu() -> None:
 
 
 def test_scheduled_values_and_learning_rate_are_reported_per_epoch() -> None:
-    teacher = engine.build_seeded(lambda: build_mlp(16, 10, DATA.input_shape), 0, CPU)
-    logits = engine.predict_logits(teacher, DATA.train_x)
-    student = engine.build_seeded(lambda: build_mlp(8, 10, DATA.input_shape), 0, CPU)
+    teacher = fit.build_seeded(lambda: build_mlp(16, 10, DATA.input_shape), 0, CPU)
+    logits = fit.predict_logits(teacher, DATA.train_x)
+    student = fit.build_seeded(lambda: build_mlp(8, 10, DATA.input_shape), 0, CPU)
     halving = lambda base, epoch, epochs: base / (epoch + 1)  # noqa: E731
-    term = engine.LossTerm(
-        kd_loss, {"temperature": 8.0, "alpha": 0.5}, 1.0, {"temperature": halving}
-    )
-    reports: list[engine.EpochReport] = []
+    term = fit.LossTerm(kd_loss, {"temperature": 8.0, "alpha": 0.5}, 1.0, {"temperature": halving})
+    reports: list[fit.EpochReport] = []
     settings = TrainSettings(epochs=3, batch_size=256, lr=0.1, warmup_epochs=1)
-    engine.fit(
+    fit.fit(
         student,
         DATA,
         settings,
-        engine.Objective((term,)),
-        teachers=engine.Teachers(logits=(logits,)),
+        fit.TrainingLoss((term,)),
+        teachers=fit.Teachers(logits=(logits,)),
         lr_schedule=halving,
         on_epoch=reports.append,
     )
@@ -104,13 +102,13 @@ def test_teacher_logits_reach_the_loss_indexed_like_the_batch() -> None:
         return cross_entropy_loss(batch)
 
     fake_teacher = DATA.train_y.float().unsqueeze(1)  # "logits" that encode the label
-    model = engine.build_seeded(lambda: build_mlp(4, 10, DATA.input_shape), 0, CPU)
-    engine.fit(
+    model = fit.build_seeded(lambda: build_mlp(4, 10, DATA.input_shape), 0, CPU)
+    fit.fit(
         model,
         DATA,
         TrainSettings(epochs=1, batch_size=100),
-        engine.Objective.of(spy),
-        teachers=engine.Teachers(logits=(fake_teacher,)),
+        fit.TrainingLoss.of(spy),
+        teachers=fit.Teachers(logits=(fake_teacher,)),
     )
     assert seen and all(seen)
 
@@ -122,13 +120,13 @@ def test_batches_are_evenly_sized() -> None:
         sizes.append(len(batch.targets))
         return cross_entropy_loss(batch)
 
-    model = engine.build_seeded(lambda: build_cnn(2, 10, DATA.input_shape), 0, CPU)
-    engine.fit(model, DATA, TrainSettings(epochs=1, batch_size=1076), engine.Objective.of(spy))
+    model = fit.build_seeded(lambda: build_cnn(2, 10, DATA.input_shape), 0, CPU)
+    fit.fit(model, DATA, TrainSettings(epochs=1, batch_size=1076), fit.TrainingLoss.of(spy))
     assert sum(sizes) == len(DATA.train_y) == 1077
     assert max(sizes) - min(sizes) <= 1  # 1077 / 1076 would otherwise leave a batch of 1
 
 
 def test_pick_device() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert engine.pick_device("auto").type == expected
-    assert engine.pick_device("cpu").type == "cpu"
+    assert fit.pick_device("auto").type == expected
+    assert fit.pick_device("cpu").type == "cpu"

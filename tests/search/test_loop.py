@@ -6,11 +6,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from kdsweep import search
-from kdsweep.config import StudySettings
-from kdsweep.goals import Constraint, Goal
-from kdsweep.samplers import make_pruner, make_sampler
-from kdsweep.space import Dimension
+from kdsweep.search.loop import LoopSettings, run_trials
+from kdsweep.search.pruners import make_pruner
+from kdsweep.search.samplers import make_sampler
+from kdsweep.search.study import finished_trials, open_study
+from kdsweep.search.trial import TrialHandle, TrialPruned
+from kdsweep.study.goals import Constraint, Goal
+from kdsweep.study.space import Dimension
+from kdsweep.study.study import StudySettings
 
 SPACE = (
     Dimension("loss.temperature", "float", 1.0, 10.0, log=True),
@@ -24,7 +27,12 @@ def _study(tmp_path, **settings) -> tuple[optuna.Study, StudySettings]:
     study_settings = StudySettings(name="s", **settings)
     sampler = make_sampler(study_settings, SPACE, PATH)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    return search.open_study(study_settings, storage, sampler), study_settings
+    return open_study(study_settings, storage, sampler), study_settings
+
+
+def _run(study: optuna.Study, objective, n_trials: int, **settings) -> list:
+    """The loop over ``SPACE`` with ``objective`` in this process."""
+    return run_trials(study, LoopSettings(SPACE, n_trials, **settings), objective)
 
 
 def _accuracy(value: float):
@@ -34,7 +42,7 @@ def _accuracy(value: float):
 def test_suggest_covers_every_dimension(tmp_path) -> None:
     study, _ = _study(tmp_path)
     seen = []
-    search.run_trials(study, SPACE, lambda h: seen.append(h.params) or {"val_accuracy": 1}, 4)
+    _run(study, lambda h: seen.append(h.params) or {"val_accuracy": 1}, 4)
     assert len(seen) == 4
     for params in seen:
         assert 1.0 <= params["loss.temperature"] <= 10.0
@@ -49,26 +57,26 @@ def test_rerun_resumes_until_total_is_reached(tmp_path) -> None:
         calls.append(handle.number)
         return {"val_accuracy": 0.5}
 
-    search.run_trials(_study(tmp_path)[0], SPACE, objective, n_trials=3)
+    _run(_study(tmp_path)[0], objective, n_trials=3)
     again, _ = _study(tmp_path)  # a new process would load the same study
-    search.run_trials(again, SPACE, objective, n_trials=3)
+    _run(again, objective, n_trials=3)
     assert calls == [0, 1, 2]
-    search.run_trials(again, SPACE, objective, n_trials=5)
+    _run(again, objective, n_trials=5)
     assert calls == [0, 1, 2, 3, 4]
-    assert search.finished_trials(again) == 5
+    assert finished_trials(again) == 5
 
 
 def test_pruned_and_failed_trials_are_told_as_such(tmp_path) -> None:
     study, _ = _study(tmp_path)
 
-    def objective(handle: search.TrialHandle) -> dict:
+    def objective(handle: TrialHandle) -> dict:
         if handle.number == 0:
-            raise search.TrialPruned("pruned at epoch 1")
+            raise TrialPruned("pruned at epoch 1")
         if handle.number == 1:
             raise RuntimeError("loss exploded")
         return {"val_accuracy": 0.9}
 
-    outcomes = search.run_trials(study, SPACE, objective, n_trials=3)
+    outcomes = _run(study, objective, n_trials=3)
     assert [o.state for o in outcomes] == [TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
     assert outcomes[1].reason == "RuntimeError: loss exploded"
     assert study.trials[1].user_attrs["fail_reason"] == "RuntimeError: loss exploded"
@@ -80,14 +88,14 @@ def test_a_failing_objective_cannot_loop_forever(tmp_path) -> None:
     def objective(handle):
         raise ValueError("always")
 
-    assert len(search.run_trials(study, SPACE, objective, n_trials=4)) == 4
-    assert search.finished_trials(study) == 0
+    assert len(_run(study, objective, n_trials=4)) == 4
+    assert finished_trials(study) == 0
 
 
 def _reporting(low_from: int, low_width: int | None = None):
     """Six epochs at 0.9, or at 0.1 from trial ``low_from`` on (for ``low_width`` only)."""
 
-    def objective(handle: search.TrialHandle) -> dict:
+    def objective(handle: TrialHandle) -> dict:
         low = handle.number >= low_from and low_width in (None, handle.params["student.width"])
         value = 0.1 if low else 0.9
         for epoch in range(6):
@@ -100,7 +108,7 @@ def _reporting(low_from: int, low_width: int | None = None):
 def test_median_pruner_stops_a_clearly_worse_trial(tmp_path) -> None:
     study, settings = _study(tmp_path, pruner="median")
     pruner = make_pruner(settings, PATH)
-    outcomes = search.run_trials(study, SPACE, _reporting(24), n_trials=25, pruner=pruner)
+    outcomes = _run(study, _reporting(24), n_trials=25, pruner=pruner)
     assert outcomes[-1].state == TrialState.PRUNED
     assert "pruned at epoch 2" in outcomes[-1].reason  # first step after the warm-up
 
@@ -110,9 +118,7 @@ def test_multi_objective_study_prunes_within_a_width(tmp_path, sampler: str) -> 
     goals = (Goal("val_accuracy", "maximize"), Goal("params", "minimize"))
     study, settings = _study(tmp_path, objectives=goals, sampler=sampler)
     pruner = make_pruner(settings, PATH)
-    outcomes = search.run_trials(
-        study, SPACE, _reporting(14), n_trials=20, goals=goals, pruner=pruner
-    )
+    outcomes = _run(study, _reporting(14), n_trials=20, goals=goals, pruner=pruner)
     assert TrialState.PRUNED in [o.state for o in outcomes[14:]]  # and the sampler goes on
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert all(len(t.values) == 2 for t in complete)
@@ -124,9 +130,7 @@ def test_pruner_compares_only_trials_of_the_same_width(tmp_path) -> None:
     # would stop every width-2 trial; comparing within width 2 it stops none.
     study, settings = _study(tmp_path, pruner="median")
     pruner = make_pruner(settings, PATH)
-    outcomes = search.run_trials(
-        study, SPACE, _reporting(0, low_width=2), n_trials=20, pruner=pruner
-    )
+    outcomes = _run(study, _reporting(0, low_width=2), n_trials=20, pruner=pruner)
     widths = {t.number: t.params["student.width"] for t in study.trials}
     assert any(widths[o.number] == 2 for o in outcomes)
     assert all(o.state == TrialState.COMPLETE for o in outcomes)
@@ -136,9 +140,7 @@ def test_constraints_mark_infeasible_trials(tmp_path) -> None:
     goals = (Goal("val_accuracy", "maximize"), Goal("params", "minimize"))
     constraint = Constraint("params", "<=", 300.0)
     study, _ = _study(tmp_path, objectives=goals, constraints=(constraint,))
-    search.run_trials(
-        study, SPACE, _reporting(99), n_trials=8, goals=goals, constraints=(constraint,)
-    )
+    _run(study, _reporting(99), n_trials=8, goals=goals, constraints=(constraint,))
     front = study.best_trials
     assert front and all(t.params["student.width"] == 2 for t in front)  # 200 <= 300 < 400
 
@@ -150,5 +152,5 @@ def test_interrupt_marks_the_trial_failed_and_propagates(tmp_path) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        search.run_trials(study, SPACE, objective, n_trials=2)
+        _run(study, objective, n_trials=2)
     assert [t.state for t in study.trials] == [TrialState.FAIL]

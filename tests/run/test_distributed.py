@@ -266,7 +266,7 @@ def test_run_starts_local_workers(databases, tmp_path) -> None:
 
 
 def test_run_refuses_several_workers_on_sqlite(tmp_path, capsys) -> None:
-    from kdsweep.cli import main
+    from kdsweep.cli.main import main
 
     study = tmp_path / "study.toml"
     study.write_text(STUDY.format(n_trials=4, epochs=2))

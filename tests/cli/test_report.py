@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 import kdsweep
-from kdsweep.cli import main
+from kdsweep.cli.main import main
 
 STUDY = """
 [study]

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from recorded import trial_runs
 
-from kdsweep.cli import main
+from kdsweep.cli.main import main
 from kdsweep.plugin.manager import load_registry
 
 REGISTRY = load_registry()

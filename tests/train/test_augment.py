@@ -4,9 +4,9 @@ import torch
 from kdsweep_builtins.datasets import load_digits
 from torch import nn
 
-from kdsweep import engine
-from kdsweep.augment import make_augment, random_crop, random_flip
-from kdsweep.settings import TrainSettings
+from kdsweep.study.settings import TrainSettings
+from kdsweep.train import fit
+from kdsweep.train.augment import make_augment, random_crop, random_flip
 
 
 def test_random_crop_is_a_window_of_the_padded_image() -> None:
@@ -51,12 +51,12 @@ def test_teacher_sees_the_augmented_view_of_the_student() -> None:
         same_view.append(torch.allclose(batch.student_logits, batch.teacher_logits))
         return batch.student_logits.sum() * 0  # keeps the weights (and so the check) fixed
 
-    stale_logits = engine.predict_logits(teacher, data.train_x)
-    engine.fit(
+    stale_logits = fit.predict_logits(teacher, data.train_x)
+    fit.fit(
         student,
         data,
         TrainSettings(epochs=1, batch_size=200, augment="crop_flip", weight_decay=0.0),
-        engine.Objective.of(spy),
-        teachers=engine.Teachers(models=(teacher.eval(),), logits=(stale_logits,)),
+        fit.TrainingLoss.of(spy),
+        teachers=fit.Teachers(models=(teacher.eval(),), logits=(stale_logits,)),
     )
     assert same_view and all(same_view)

@@ -8,8 +8,8 @@ import torch
 from kdsweep_builtins.datasets import load_digits
 from kdsweep_builtins.models import build_cnn
 
-from kdsweep import engine
-from kdsweep.cli import main
+from kdsweep.cli.main import main
+from kdsweep.train import fit
 
 STUDY = """
 [study]
@@ -32,17 +32,17 @@ epochs = 1
 
 def _trained_teacher(path: Path) -> float:
     data = load_digits()
-    model = engine.build_seeded(lambda: build_cnn(8, 10, data.input_shape), 0, torch.device("cpu"))
-    engine.fit(
+    model = fit.build_seeded(lambda: build_cnn(8, 10, data.input_shape), 0, torch.device("cpu"))
+    fit.fit(
         model,
         data,
-        engine.TrainSettings(epochs=3),
-        engine.Objective.of(
+        fit.TrainSettings(epochs=3),
+        fit.TrainingLoss.of(
             lambda batch: torch.nn.functional.cross_entropy(batch.student_logits, batch.targets)
         ),
     )
     torch.save(model.state_dict(), path)
-    return engine.accuracy(model, data.val_x, data.val_y)
+    return fit.accuracy(model, data.val_x, data.val_y)
 
 
 def test_teacher_weights_are_loaded_not_trained(tmp_path, capsys) -> None:

@@ -15,11 +15,13 @@ from kdsweep_builtins.models import build_cnn
 from mlflow import MlflowClient
 from recorded import trial_runs
 
-from kdsweep import engine, fused
-from kdsweep.cli import load, main
+from kdsweep.cli.main import main
 from kdsweep.errors import ConfigError
-from kdsweep.runner import RunOptions, run_study
-from kdsweep.settings import TrainSettings
+from kdsweep.run.locations import RunOptions
+from kdsweep.run.study_run import run_study
+from kdsweep.study.load import load_study
+from kdsweep.study.settings import TrainSettings
+from kdsweep.train import fit, fused
 
 DATA = load_digits()
 CPU = torch.device("cpu")
@@ -32,30 +34,30 @@ MEMBERS = [
 
 
 def _teacher_logits() -> torch.Tensor:
-    teacher = engine.build_seeded(lambda: build_cnn(8, 10, DATA.input_shape), 0, CPU)
-    engine.fit(teacher, DATA, TrainSettings(epochs=2), engine.Objective.of(_ce))
-    return engine.predict_logits(teacher, DATA.train_x)
+    teacher = fit.build_seeded(lambda: build_cnn(8, 10, DATA.input_shape), 0, CPU)
+    fit.fit(teacher, DATA, TrainSettings(epochs=2), fit.TrainingLoss.of(_ce))
+    return fit.predict_logits(teacher, DATA.train_x)
 
 
 def _ce(batch, **_):
     return torch.nn.functional.cross_entropy(batch.student_logits, batch.targets)
 
 
-TEACHER = engine.Teachers(logits=(_teacher_logits(),))
+TEACHER = fit.Teachers(logits=(_teacher_logits(),))
 
 
-def _setup(member: dict, seed: int) -> tuple[torch.nn.Module, TrainSettings, engine.Objective]:
-    model = engine.build_seeded(lambda: build_cnn(4, 10, DATA.input_shape), seed, CPU)
+def _setup(member: dict, seed: int) -> tuple[torch.nn.Module, TrainSettings, fit.TrainingLoss]:
+    model = fit.build_seeded(lambda: build_cnn(4, 10, DATA.input_shape), seed, CPU)
     settings = TrainSettings(epochs=3, batch_size=128, lr=member["lr"], seed=seed)
-    objective = engine.Objective.of(
+    objective = fit.TrainingLoss.of(
         kd_loss, temperature=member["temperature"], alpha=member["alpha"]
     )
     return model, settings, objective
 
 
-def _alone(member: dict, seed: int, on_epoch=None) -> engine.FitResult:
+def _alone(member: dict, seed: int, on_epoch=None) -> fit.FitResult:
     model, settings, objective = _setup(member, seed)
-    return engine.fit(model, DATA, settings, objective, teachers=TEACHER, on_epoch=on_epoch)
+    return fit.fit(model, DATA, settings, objective, teachers=TEACHER, on_epoch=on_epoch)
 
 
 def _together(seeds: list[int], on_epochs=None) -> list:
@@ -107,7 +109,7 @@ def test_a_pruned_or_diverging_member_leaves_the_group_alone() -> None:
         on_epochs=[_recorder(reports), prune_at_first_epoch, None],
     )
     assert isinstance(results[1], Stop)
-    assert isinstance(results[2], engine.DivergedError)
+    assert isinstance(results[2], fit.DivergedError)
     assert len(reports) == 3
     alone = _alone(MEMBERS[0], 0)
     assert results[0].test_accuracy == pytest.approx(alone.test_accuracy, abs=1.5 / 360)
@@ -175,10 +177,10 @@ def test_fuse_refuses_losses_that_cannot_fuse_and_auto_falls_back(
 ) -> None:
     path = write_study(loss="dml", search=SEARCH, study_keys="fuse = 3")
     with pytest.raises(ConfigError, match=r"\[study\] fuse = 3: fused trials need"):
-        run_study(load(path), RunOptions(results=str(tmp_path / "r"), n_trials=0))
+        run_study(load_study(path), RunOptions(results=str(tmp_path / "r"), n_trials=0))
     path = write_study(loss="dml", n_trials=2, search=SEARCH, study_keys='fuse = "auto"')
-    summary = run_study(load(path), RunOptions(results=str(tmp_path / "r2")))
+    summary = run_study(load_study(path), RunOptions(results=str(tmp_path / "r2")))
     assert summary.states == {"COMPLETE": 2}
     path = write_study(loss="dml", search=SEARCH, study_keys="fuse = 0")
     with pytest.raises(ConfigError, match=r"\[study\] fuse = 0: must be"):
-        load(path)
+        load_study(path)

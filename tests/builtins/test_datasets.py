@@ -18,7 +18,7 @@ from kdsweep_builtins.image_datasets import (
     load_mnist,
 )
 
-from kdsweep.cli import main
+from kdsweep.cli.main import main
 
 
 def _check(splits, shape: tuple[int, ...], classes: int, n_test: int) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from kdsweep.cli import load, main
-from kdsweep.samplers import PRUNER_CLASSES, SAMPLER_CLASSES, make_sampler
+from kdsweep.cli.main import main
+from kdsweep.search.pruners import PRUNER_CLASSES
+from kdsweep.search.samplers import SAMPLER_CLASSES, make_sampler
+from kdsweep.study.load import load_study
 
 STUDY = """
 [study]
@@ -57,7 +59,7 @@ def test_every_sampler_runs(results, sampler: str) -> None:
     code, study = _run(results, f"sampler-{sampler}", f'"{sampler}"', extra=extra)
     assert code == 0
     assert len(study.trials) == 3
-    settings = load(results / f"sampler-{sampler}.toml")
+    settings = load_study(results / f"sampler-{sampler}.toml")
     used = make_sampler(settings.settings, settings.search, settings.path)
     assert type(used) is SAMPLER_CLASSES[sampler]
 

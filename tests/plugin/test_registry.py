@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from kdsweep.errors import PluginError, UnknownComponentError
-from kdsweep.registry import Origin, Registry
+from kdsweep.plugin.registry import Origin, Registry
 
 
 def _build(width, num_classes, input_shape):  # pragma: no cover - never called

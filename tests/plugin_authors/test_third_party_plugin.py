@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from recorded import trial_runs
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "kdsweep-example-plugin"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "kdsweep-example-plugin"
 
 
 @pytest.fixture(scope="module")

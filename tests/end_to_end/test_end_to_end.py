@@ -8,10 +8,11 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from kdsweep.cli import load, main
-from kdsweep.display import Display
-from kdsweep.runner import RunOptions, StudyLocations, _Objective
-from kdsweep.search import TrialHandle, TrialPruned
+from kdsweep.cli.main import main
+from kdsweep.run.display import Display
+from kdsweep.run.locations import RunOptions, StudyLocations
+from kdsweep.search.trial import TrialHandle, TrialPruned
+from kdsweep.study.load import load_study
 
 SEARCH = """
 temperature = { low = 1.0, high = 8.0, log = true }
@@ -73,7 +74,8 @@ def test_study_records_every_trial_and_resumes(write_study, tmp_path: Path) -> N
         for series in ("epoch/alpha", "epoch/lr"):  # constant: their params hold them
             assert client.get_metric_history(run.info.run_id, series) == []
         assert run.data.tags["kdsweep.schedule.temperature"] == "linear"
-        assert run.data.tags["kdsweep.schedule.lr.plugin"] == "builtin-schedules"
+        assert run.data.tags["kdsweep.schedule.temperature.plugin"] == "builtin-schedules"
+        assert "kdsweep.schedule.lr" not in run.data.tags  # no lr schedule: the lr stays
 
     storage = f"sqlite:///{results / 'optuna.db'}"
     study = optuna.load_study(study_name="tiny", storage=storage)
@@ -130,18 +132,19 @@ class _AlwaysPrune(TrialHandle):
 
 
 def test_pruned_trial_ends_its_run_killed_with_the_reason(write_study, tmp_path: Path) -> None:
-    from kdsweep.cache import ModelCache
-    from kdsweep.engine import pick_device
-    from kdsweep.experiment import Experiment
-    from kdsweep.tracking import Tracker
+    from kdsweep.run.trials import TrialRuns
+    from kdsweep.track.tracker import Tracker
+    from kdsweep.train.cache import ModelCache
+    from kdsweep.train.fit import pick_device
+    from kdsweep.train.trainer import StudyTrainer
 
-    study = load(write_study(search=""))
+    study = load_study(write_study(search=""))
     locations = StudyLocations.of(study, RunOptions(results=str(tmp_path / "r")))
     tracker = Tracker(locations.tracking_uri, "tiny")
-    experiment = Experiment(study, pick_device("cpu"), ModelCache(tmp_path / "cache"))
+    trainer = StudyTrainer(study, pick_device("cpu"), ModelCache(tmp_path / "cache"))
     quiet = Display()
     quiet.console.quiet = True
-    objective = _Objective(study, experiment, tracker, quiet, None)
+    objective = TrialRuns(trainer, tracker, quiet, None)
     trial = optuna.create_study().ask()
     with pytest.raises(TrialPruned):
         objective(_AlwaysPrune(trial, {}))

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from kdsweep.cli import main
-from kdsweep.redact import redact_url
+from kdsweep.cli.main import main
+from kdsweep.text import redact_url
 
 
 def test_passwords_are_hidden() -> None:

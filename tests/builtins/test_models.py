@@ -5,7 +5,7 @@ import torch
 from kdsweep_builtins.cifar_models import models
 from kdsweep_builtins.torchvision_models import build_torchvision
 
-from kdsweep.features import FeatureTap
+from kdsweep.train.features import FeatureTap
 
 CIFAR_MODELS = models()
 

@@ -6,12 +6,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kdsweep.config import load_study, read_study_file
 from kdsweep.errors import ConfigError
+from kdsweep.study.load import load_study, read_study_file
+from kdsweep.study.validate import validate_study
 
 
 def _load(path, registry):
-    return load_study(path, registry)
+    return load_study(path, registry=registry)
 
 
 def test_defaults_and_search_space(write_study, registry) -> None:
@@ -44,7 +45,7 @@ def test_defaults_and_search_space(write_study, registry) -> None:
     assert trial.student.width == 4
     assert trial.train.momentum == 0.9 and trial.train.epochs == 2
     assert trial.schedules["temperature"].name == "linear"
-    assert trial.schedules["lr"].name == "constant"
+    assert "lr" not in trial.schedules  # unscheduled: the value stays as set
     assert trial.schedules["temperature"].params == {"floor": 1.0}
     flat = trial.flat()
     assert flat["loss.temperature"] == 7.5
@@ -202,4 +203,4 @@ _SECTIONS = st.sampled_from(
 def test_validator_raises_only_config_errors(tmp_path, registry, raw) -> None:
     raw.setdefault("study", {"name": "fuzz"})
     with contextlib.suppress(ConfigError):
-        load_study(tmp_path / "fuzz.toml", registry, raw)
+        validate_study(tmp_path / "fuzz.toml", raw, registry)

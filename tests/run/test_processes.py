@@ -14,12 +14,13 @@ import torch
 from mlflow import MlflowClient
 from recorded import trial_runs
 
-from kdsweep.cache import ModelCache
-from kdsweep.cli import load, main
-from kdsweep.engine import FitResult
-from kdsweep.experiment import Experiment
-from kdsweep.search import TrialPruned
-from kdsweep.trainers import Trainer, TrainerDied, TrainerPool, TrainerSpec
+from kdsweep.cli.main import main
+from kdsweep.run.processes import TrainerDied, TrainerPool, TrainerProcess, TrainerSpec
+from kdsweep.search.trial import TrialPruned
+from kdsweep.study.load import load_study
+from kdsweep.train.cache import ModelCache
+from kdsweep.train.fit import FitResult
+from kdsweep.train.trainer import StudyTrainer
 
 CE_SEARCH = "lr = { low = 0.01, high = 0.2, log = true }\nwidth = { choices = [2, 4] }"
 
@@ -27,13 +28,13 @@ CE_SEARCH = "lr = { low = 0.01, high = 0.2, log = true }\nwidth = { choices = [2
 @pytest.fixture
 def prepared(write_study, tmp_path: Path):
     path = write_study(loss="ce", search=CE_SEARCH)
-    study = load(path)
-    experiment = Experiment(study, torch.device("cpu"), ModelCache(tmp_path / "cache"))
+    study = load_study(path)
+    experiment = StudyTrainer(study, torch.device("cpu"), ModelCache(tmp_path / "cache"))
     spec = TrainerSpec(str(path), (), "cpu", str(tmp_path / "cache"), threads=1)
     return study, experiment, spec
 
 
-def _trained(trainer: Trainer, settings, on_epoch) -> FitResult:
+def _trained(trainer: TrainerProcess, settings, on_epoch) -> FitResult:
     """One trial through the trainer's queue; raises the exception that ended it."""
     (outcome,) = trainer.wait(trainer.submit([settings], [on_epoch]))
     if isinstance(outcome, Exception):
@@ -46,7 +47,7 @@ def test_a_trainer_trains_like_this_process_and_obeys_the_verdicts(prepared, for
     study, experiment, spec = prepared
     settings = study.resolve({"student.width": 2, "train.lr": 0.1})
     local = experiment.run_trial(settings)
-    trainer = Trainer(spec, experiment if forked else None)
+    trainer = TrainerProcess(spec, experiment if forked else None)
     try:
         epochs: list[int] = []
         remote = _trained(trainer, settings, lambda report: epochs.append(report.epoch))
@@ -75,7 +76,7 @@ def test_a_trainer_trains_like_this_process_and_obeys_the_verdicts(prepared, for
 def test_work_sent_ahead_trains_next_and_each_verdict_reaches_its_own_trial(prepared) -> None:
     study, experiment, spec = prepared
     settings = study.resolve({"student.width": 2, "train.lr": 0.1})
-    trainer = Trainer(spec, experiment)
+    trainer = TrainerProcess(spec, experiment)
     try:
         first_epochs: list[int] = []
 
