@@ -2,6 +2,6 @@
 
 import sys
 
-from kdsweep.cli.main import main
+from kdsweep.cli import main
 
 sys.exit(main())

@@ -1,47 +1,19 @@
-"""Shared fixtures: the real registry and tiny study files on the digits dataset."""
+"""Shared fixtures: the real registry, tiny study files on the digits dataset, and the
+PostgreSQL server of the distributed tests."""
 
 from __future__ import annotations
 
-import textwrap
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from study_files import write_tiny_study
 
 from kdsweep.plugin.manager import load_registry
 from kdsweep.plugin.registry import Registry
 
-TINY_STUDY = """\
-[study]
-name = "{name}"
-n_trials = {n_trials}
-seed = 0
-pruner = "{pruner}"
-{study_keys}
-
-[teacher]
-model = "cnn"
-width = 8
-epochs = 3
-
-[student]
-model = "cnn"
-width = 2
-
-[train]
-epochs = 2
-batch_size = 128
-lr = 0.05
-
-[loss]
-name = "{loss}"
-
-[schedule]
-temperature = "linear"
-
-[search]
-{search}
-"""
+POSTGRES = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
 
 @pytest.fixture(scope="session")
@@ -52,39 +24,26 @@ def registry() -> Registry:
 
 @pytest.fixture
 def write_study(tmp_path: Path) -> Callable[..., Path]:
-    """Write a tiny digits study (seconds to run) and return its path.
+    """Write a tiny digits study (seconds to run) into the test's folder and return its
+    path: :func:`study_files.write_tiny_study`."""
 
-    ``body`` replaces the whole file; otherwise the template's fields are filled in,
-    ``study_keys`` go into ``[study]`` and ``extra`` is appended.
-    """
-
-    def write(
-        body: str | None = None,
-        *,
-        name: str = "tiny",
-        n_trials: int = 3,
-        loss: str = "kd",
-        pruner: str = "none",
-        search: str = "temperature = { low = 1.0, high = 8.0, log = true }",
-        extra: str = "",
-        study_keys: str = "",
-        filename: str = "study.toml",
-    ) -> Path:
-        text = (
-            textwrap.dedent(body)
-            if body is not None
-            else TINY_STUDY.format(
-                name=name,
-                n_trials=n_trials,
-                loss=loss,
-                pruner=pruner,
-                search=search,
-                study_keys=study_keys,
-            )
-            + textwrap.dedent(extra)
-        )
-        path = tmp_path / filename
-        path.write_text(text)
-        return path
+    def write(body: str | None = None, *, filename: str = "study.toml", **fields) -> Path:
+        return write_tiny_study(tmp_path / filename, body, **fields)
 
     return write
+
+
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    """The libpq address of the PostgreSQL server on 127.0.0.1. Without one the test is
+    skipped, except under CI (``CI=true``), where a missing server is a failure."""
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        reason = f"no PostgreSQL server on 127.0.0.1:5432 ({str(exc).strip()[:200]})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}: CI must start it (.ci/run does)")
+        pytest.skip(f"{reason}: start one to run the distributed tests")
+    return POSTGRES

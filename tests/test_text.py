@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from kdsweep.cli.main import main
+from kdsweep.cli import main
 from kdsweep.text import redact_url
 
 

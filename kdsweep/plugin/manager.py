@@ -11,9 +11,11 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -93,19 +95,34 @@ def build_registry(plugins: Plugins) -> Registry:
 
 def _attributed(function: Callable[..., Any], origin: Origin, hook_name: str) -> Callable[..., Any]:
     """A hook implementation that stamps what it registers with its plugin's origin and
-    re-raises its errors naming the plugin (pluggy calls it with positional arguments)."""
+    re-raises its errors naming the plugin (pluggy calls it with positional arguments;
+    a wrapper implementation is a generator, attributed across its ``yield``)."""
 
-    @functools.wraps(function)
-    def call(*args: Any) -> Any:
+    @contextmanager
+    def attributed() -> Iterator[None]:
         with registering_for(origin):
             try:
-                return function(*args)
+                yield
             except KdsweepError:
                 raise
             except Exception as exc:
                 raise PluginError(
                     f"{origin} raised in {hook_name}: {type(exc).__name__}: {exc}"
                 ) from exc
+
+    if inspect.isgeneratorfunction(function):
+
+        @functools.wraps(function)
+        def wrapper(*args: Any) -> Any:
+            with attributed():
+                return (yield from function(*args))
+
+        return wrapper
+
+    @functools.wraps(function)
+    def call(*args: Any) -> Any:
+        with attributed():
+            return function(*args)
 
     return call
 

@@ -62,14 +62,15 @@ def heartbeat(trial: optuna.Trial, study: optuna.Study) -> AbstractContextManage
     from optuna.storages._heartbeat import get_heartbeat_thread  # Optuna 5.0: private
 
     # Optuna 5.0: Study._storage is the study's storage object (no public accessor).
-    return get_heartbeat_thread(trial._trial_id, study._storage)
+    storage = study._storage
+    return get_heartbeat_thread(trial._trial_id, storage)  # Optuna 5.0: see frozen()
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
     """Fail (and retry) trials whose heartbeat stopped, when the storage beats them."""
     from optuna.storages._heartbeat import is_heartbeat_enabled  # Optuna 5.0: private
 
-    if is_heartbeat_enabled(study._storage):
+    if is_heartbeat_enabled(study._storage):  # Optuna 5.0: see heartbeat()
         with quiet():
             optuna.storages.fail_stale_trials(study)
 

@@ -255,29 +255,37 @@ def learning_rate(settings: TrainSettings, schedule: BoundSchedule | None, epoch
     return schedule(settings.lr, epoch - warmup, settings.epochs - warmup)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How a model trains: its settings, its training loss and the schedule that moves
+    the learning rate per epoch (after ``settings.warmup_epochs``; none: constant)."""
+
+    settings: TrainSettings
+    loss: TrainingLoss
+    lr_schedule: BoundSchedule | None = None
+
+
 def fit(
     models: nn.Module | Sequence[nn.Module],
     data: DataSplits,
-    settings: TrainSettings,
-    loss: TrainingLoss,
+    recipe: Recipe,
     *,
     teachers: Teachers | None = None,
-    lr_schedule: BoundSchedule | None = None,
     on_epoch: EpochCallback | None = None,
     poll: Callable[[], None] | None = None,
 ) -> FitResult:
-    """Train on ``data.train`` with ``loss``; evaluate on validation each epoch.
+    """Train on ``data.train`` with the recipe; evaluate on validation each epoch.
 
     Several ``models`` train together as peers (mutual learning): each one's loss sees the
     others' logits as ``peer_logits``. Metrics are those of the first model.
 
     :param teachers: cached teacher logits (indexed like ``data.train_x``) and, when the
         loss reads teacher layers, the teacher itself.
-    :param lr_schedule: moves the learning rate per epoch, after ``settings.warmup_epochs``.
     :param on_epoch: called after each epoch; it may raise to stop training (e.g. pruning).
     :param poll: called after each step; it may raise to stop training at once (e.g. a
         pruning verdict that reached a trainer process during the epoch).
     """
+    settings, loss, lr_schedule = recipe.settings, recipe.loss, recipe.lr_schedule
     models = [models] if isinstance(models, nn.Module) else list(models)
     teachers = teachers or Teachers()
     device = data.train_x.device

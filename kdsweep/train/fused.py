@@ -33,6 +33,7 @@ from kdsweep.train.fit import (
     EpochCallback,
     EpochReport,
     FitResult,
+    Recipe,
     Teachers,
     TrainingLoss,
     count_params,
@@ -170,23 +171,22 @@ def check_group(settings: Sequence[TrainSettings]) -> None:
 def fit_group(
     models: Sequence[nn.Module],
     data: DataSplits,
-    settings: Sequence[TrainSettings],
-    training_losses: Sequence[TrainingLoss],
+    recipes: Sequence[Recipe],
     *,
     teachers: Teachers | None = None,
-    lr_schedules: Sequence[BoundSchedule | None] | None = None,
     on_epochs: Sequence[EpochCallback | None] | None = None,
 ) -> list[FitResult | Exception]:
-    """Train the models together, each with its own settings, loss, lr schedule and
-    callback; the result of each is its :class:`FitResult`, or the exception that ended
-    it (a callback's, e.g. pruning, or :class:`DivergedError`).
+    """Train the models together, each with its own recipe (settings, loss, lr schedule)
+    and callback; the result of each is its :class:`FitResult`, or the exception that
+    ended it (a callback's, e.g. pruning, or :class:`DivergedError`).
 
     The training losses must read no layers and hold no modules (response-based losses).
     ``train_time_s`` is each member's share: the group's time per epoch split evenly
     among the members still training in that epoch.
     """
+    settings = [recipe.settings for recipe in recipes]
     check_group(settings)
-    if any(o.student_layers or o.teacher_layers or o.modules for o in training_losses):
+    if any(r.loss.student_layers or r.loss.teacher_layers or r.loss.modules for r in recipes):
         raise ValueError("fused trials need losses that read no layers and hold no modules")
     count = len(models)
     teachers = teachers or Teachers()
@@ -199,8 +199,8 @@ def fit_group(
         _Member(
             position=k,
             settings=s,
-            loss=training_losses[k],
-            lr_schedule=lr_schedules[k] if lr_schedules else None,
+            loss=recipes[k].loss,
+            lr_schedule=recipes[k].lr_schedule,
             on_epoch=on_epochs[k] if on_epochs else None,
             stream=shared_stream if shared else _Stream.of(s, device),
         )

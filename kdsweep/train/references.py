@@ -15,7 +15,7 @@ from kdsweep.plugin.registry import Registry
 from kdsweep.plugin.types import DataSplits
 from kdsweep.study.settings import ModelChoice, TrainSettings, TrialSettings
 from kdsweep.train.cache import ModelCache, content_key, data_fingerprint, file_digest
-from kdsweep.train.fit import EpochCallback, accuracy, count_params, fit
+from kdsweep.train.fit import EpochCallback, Recipe, accuracy, count_params, fit
 from kdsweep.train.loss_terms import LABEL_LOSS, bound_schedule
 from kdsweep.train.models import ModelFactory, teacher_where
 
@@ -140,14 +140,8 @@ class References:
             state, record = cached
             model.load_state_dict(state)
             return model, ModelRecord(**{**record["metrics"], "key": key, "cached": True})
-        result = fit(
-            model,
-            self.data,
-            train,
-            LABEL_LOSS,
-            lr_schedule=bound_schedule(self.registry, self.base, "lr"),
-            on_epoch=on_epoch,
-        )
+        lr_schedule = bound_schedule(self.registry, self.base, "lr")
+        result = fit(model, self.data, Recipe(train, LABEL_LOSS, lr_schedule), on_epoch=on_epoch)
         metrics = {
             "model": choice.model,
             "width": choice.width,

@@ -25,6 +25,7 @@ from kdsweep.train.costs import cost_metrics
 from kdsweep.train.fit import (
     EpochCallback,
     FitResult,
+    Recipe,
     Teachers,
     TrainingLoss,
     fit,
@@ -112,13 +113,12 @@ class StudyTrainer:
         teachers = None
         if any(component.needs_teacher for component, _ in terms):
             teachers = self.teacher_signal(settings)
+        loss = self._training_loss(settings, terms, students[0], teachers and teachers.models[0])
         return fit(
             students,
             self.data,
-            settings.train,
-            self._training_loss(settings, terms, students[0], teachers and teachers.models[0]),
+            self._recipe(settings, loss),
             teachers=teachers,
-            lr_schedule=bound_schedule(self.registry, settings, "lr"),
             on_epoch=on_epoch,
             poll=poll,
         )
@@ -135,18 +135,11 @@ class StudyTrainer:
         teachers = None
         if any(component.needs_teacher for t in terms for component, _ in t):
             teachers = self.teacher_signal(group[0])
-        return fused.fit_group(
-            students,
-            self.data,
-            [s.train for s in group],
-            [
-                self._training_loss(s, t, student, None)
-                for s, t, student in zip(group, terms, students, strict=True)
-            ],
-            teachers=teachers,
-            lr_schedules=[bound_schedule(self.registry, s, "lr") for s in group],
-            on_epochs=on_epochs,
-        )
+        recipes = [
+            self._recipe(s, self._training_loss(s, t, student, None))
+            for s, t, student in zip(group, terms, students, strict=True)
+        ]
+        return fused.fit_group(students, self.data, recipes, teachers=teachers, on_epochs=on_epochs)
 
     def _mode(self, settings: TrialSettings) -> Training:
         return self.registry.get("loss", settings.loss.name).training
@@ -159,16 +152,13 @@ class StudyTrainer:
         poll: Poll | None,
     ) -> FitResult:
         """Born-again networks: generation 0 learns from labels, each next one from the last."""
-        lr_schedule = bound_schedule(self.registry, settings, "lr")
         epochs = settings.train.epochs
         seed = settings.train.seed
         previous = self.models.build("student", settings.student, "[student]", seed=seed)
         result = fit(
             previous,
             self.data,
-            settings.train,
-            LABEL_LOSS,
-            lr_schedule=lr_schedule,
+            self._recipe(settings, LABEL_LOSS),
             on_epoch=on_epoch,
             poll=poll,
         )
@@ -187,16 +177,17 @@ class StudyTrainer:
             result = fit(
                 student,
                 self.data,
-                settings.train,
-                self._training_loss(settings, terms, student, previous),
+                self._recipe(settings, self._training_loss(settings, terms, student, previous)),
                 teachers=teachers,
-                lr_schedule=lr_schedule,
                 on_epoch=_shifted(on_epoch, generation * epochs),
                 poll=poll,
             )
             train_time += result.train_time_s
             previous = student
         return replace(result, train_time_s=train_time)
+
+    def _recipe(self, settings: TrialSettings, loss: TrainingLoss) -> Recipe:
+        return Recipe(settings.train, loss, bound_schedule(self.registry, settings, "lr"))
 
     def _training_loss(
         self,

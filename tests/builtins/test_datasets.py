@@ -18,7 +18,7 @@ from kdsweep_builtins.image_datasets import (
     load_mnist,
 )
 
-from kdsweep.cli.main import main
+from kdsweep.cli import main
 
 
 def _check(splits, shape: tuple[int, ...], classes: int, n_test: int) -> None:
@@ -74,18 +74,16 @@ def test_missing_files_name_the_expected_path(tmp_path, loader, expected) -> Non
         loader(str(tmp_path))
 
 
-def test_missing_dataset_stops_the_study_before_training(tmp_path, capsys) -> None:
-    study = tmp_path / "study.toml"
-    study.write_text(f'[study]\nname = "m"\n[data]\ndataset = "mnist"\nroot = "{tmp_path}"\n')
+def test_missing_dataset_stops_the_study_before_training(tmp_path, capsys, write_study) -> None:
+    study = write_study(f'[study]\nname = "m"\n[data]\ndataset = "mnist"\nroot = "{tmp_path}"\n')
     assert main(["run", str(study), "--results", str(tmp_path / "r")]) == 2
     error = capsys.readouterr().err
     assert "dataset 'mnist'" in error and "MNIST/raw/train-images-idx3-ubyte" in error
 
 
-def test_cifar_study_with_augmentation(tmp_path) -> None:
+def test_cifar_study_with_augmentation(tmp_path, write_study) -> None:
     write_cifar10(tmp_path / "data")
-    study = tmp_path / "study.toml"
-    study.write_text(f"""
+    study = write_study(f"""
 [study]
 name = "tiny-cifar"
 n_trials = 2

@@ -7,39 +7,20 @@ from pathlib import Path
 import optuna
 import pytest
 from recorded import trial_runs
+from study_files import write_tiny_study
 
-from kdsweep.cli.main import main
+from kdsweep.cli import main
 from kdsweep.plugin.manager import load_registry
 
 REGISTRY = load_registry()
-LAYER_SETTINGS = {"at": 'student_layer = "block2, block3"\nteacher_layer = "block2, block3"\n'}
+LAYER_SETTINGS = {"at": {"student_layer": "block2, block3", "teacher_layer": "block2, block3"}}
 
-STUDY = """
-[study]
-name = "{name}"
-n_trials = 2
-pruner = "none"
-baseline = false
-
-[teacher]
-model = "cnn"
-width = 8
-epochs = 2
-extra = [{{ model = "mlp", width = 16 }}]
-
-[student]
-model = "cnn"
-width = 2
-
-[train]
-epochs = 2
-batch_size = 256
-
-[loss]
-name = "{loss}"
-{loss_settings}
-{extra}
-"""
+# Two teachers (multi-teacher losses read the second), no baselines, no pruning.
+METHOD_STUDY = {
+    "study": {"baseline": False, "seed": None},
+    "teacher": {"epochs": 2, "extra": [{"model": "mlp", "width": 16}]},
+    "train": {"epochs": 2, "batch_size": 256, "lr": None},
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +28,15 @@ def results(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("results")
 
 
-def _run(results: Path, name: str, loss: str, extra: str = "", loss_settings: str = "") -> None:
-    path = results / f"{name}.toml"
-    path.write_text(STUDY.format(name=name, loss=loss, extra=extra, loss_settings=loss_settings))
+def _run(results: Path, name: str, loss: str, search: str = "", **fields) -> None:
+    path = write_tiny_study(
+        results / f"{name}.toml",
+        name=name,
+        n_trials=2,
+        loss=loss,
+        search=search,
+        **{"schedule": None, **METHOD_STUDY, **fields},
+    )
     assert main(["run", str(path), "--results", str(results)]) == 0
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{results / 'optuna.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
@@ -60,33 +47,23 @@ def _run(results: Path, name: str, loss: str, extra: str = "", loss_settings: st
 def test_every_loss_runs_a_study(results, loss: str) -> None:
     searched = [p for p in ("temperature", "alpha") if p in REGISTRY.get("loss", loss).params]
     search = "\n".join(f"{p} = {{ low = 0.5, high = 0.9 }}" for p in searched)
-    _run(results, f"loss-{loss}", loss, f"[search]\n{search}", LAYER_SETTINGS.get(loss, ""))
+    _run(results, f"loss-{loss}", loss, search, loss_params=LAYER_SETTINGS.get(loss, {}))
 
 
 @pytest.mark.parametrize("schedule", REGISTRY.names("schedule"))
 def test_every_schedule_runs_a_study(results, schedule: str) -> None:
-    floor = "floor = 1.0, " if "floor" in REGISTRY.get("schedule", schedule).params else ""
-    extra = (
-        f'[schedule]\ntemperature = {{ {floor}name = "{schedule}" }}\n'
-        f'lr = "{schedule}"\nalpha = "{schedule}"\n'
-    )
-    _run(results, f"schedule-{schedule}", "kd", extra)
+    floor = {"floor": 1.0} if "floor" in REGISTRY.get("schedule", schedule).params else {}
+    tables = {"temperature": {**floor, "name": schedule}, "lr": schedule, "alpha": schedule}
+    _run(results, f"schedule-{schedule}", "kd", schedule=tables)
 
 
 def test_losses_combine_with_weighted_terms(results) -> None:
-    extra = """
-[loss.add.fitnet]
-weight = 10.0
-student_layer = "block3"
-teacher_layer = "block3"
-
-[loss.add.rkd]
-weight = 0.5
-
-[search]
-"loss.add.fitnet.weight" = { low = 1.0, high = 100.0, log = true }
-"""
-    _run(results, "combined", "kd", extra)
+    added = {
+        "loss.add.fitnet": {"weight": 10.0, "student_layer": "block3", "teacher_layer": "block3"},
+        "loss.add.rkd": {"weight": 0.5},
+    }
+    search = '"loss.add.fitnet.weight" = { low = 1.0, high = 100.0, log = true }'
+    _run(results, "combined", "kd", search, **added)
     for run in trial_runs(f"sqlite:///{results / 'mlflow.db'}", "combined"):
         assert run.data.tags["kdsweep.loss.add.fitnet.plugin"] == "builtin-feature"
         assert run.data.tags["kdsweep.loss.add.rkd"] == "rkd"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kdsweep.cli.main import main
+from kdsweep.cli import main
 
 
 def test_plugins_lists_builtins_with_origin_and_params(capsys) -> None:

@@ -6,32 +6,16 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from PIL import Image
+from study_files import write_tiny_study
 
 import kdsweep
-from kdsweep.cli.main import main
+from kdsweep.cli import main
 
-STUDY = """
-[study]
-name = "report"
-n_trials = 6
-repeats = 2
-objectives = [{ metric = "val_accuracy", direction = "maximize" },
-              { metric = "params", direction = "minimize" }]
-pruner = "none"
-
-[teacher]
-model = "cnn"
-width = 8
-epochs = 3
-
-[student]
-model = "cnn"
-
-[train]
-epochs = 3
-batch_size = 128
-
-[search]
+OBJECTIVES = [
+    {"metric": "val_accuracy", "direction": "maximize"},
+    {"metric": "params", "direction": "minimize"},
+]
+SEARCH = """
 temperature = { low = 1.0, high = 8.0 }
 alpha = { low = 0.1, high = 0.9 }
 width = { choices = [2, 4, 8] }
@@ -41,8 +25,16 @@ width = { choices = [2, 4, 8] }
 @pytest.fixture(scope="module")
 def reported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
-    path = folder / "study.toml"
-    path.write_text(STUDY)
+    path = write_tiny_study(
+        folder / "study.toml",
+        name="report",
+        n_trials=6,
+        search=SEARCH,
+        study={"seed": None, "repeats": 2, "objectives": OBJECTIVES},
+        student={"width": None},
+        train={"epochs": 3, "lr": None},
+        schedule=None,
+    )
     assert main(["run", str(path), "--results", str(folder / "results")]) == 0
     assert main(["report", str(path), "--results", str(folder / "results")]) == 0
     return path, folder / "results", folder / "results" / "reports" / "report"
@@ -141,7 +133,6 @@ def test_report_is_logged_to_the_study_run(reported) -> None:
 
 
 def test_report_before_any_run_is_a_clear_error(tmp_path, capsys) -> None:
-    path = tmp_path / "study.toml"
-    path.write_text('[study]\nname = "never-run"\n')
+    path = write_tiny_study(tmp_path / "study.toml", '[study]\nname = "never-run"\n')
     assert main(["report", str(path), "--results", str(tmp_path)]) == 2
     assert "has no results" in capsys.readouterr().err

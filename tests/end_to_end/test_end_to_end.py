@@ -8,7 +8,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from kdsweep.cli.main import main
+from kdsweep.cli import main
 from kdsweep.run.display import Display
 from kdsweep.run.locations import RunOptions, StudyLocations
 from kdsweep.search.trial import TrialHandle, TrialPruned
@@ -108,11 +108,12 @@ def test_a_failing_plugin_fails_its_trial_not_the_study(write_study, tmp_path: P
         "def kdsweep_register_losses(registry):\n"
         "    registry.add_loss('explode', explode, params={'temperature': 4.0})\n"
     )
-    path = write_study(n_trials=2, loss="explode", extra="", search="")
-    text = path.read_text().replace(
-        "seed = 0", 'seed = 0\nplugins = ["exploding.py"]\nbaseline = false'
+    path = write_study(
+        n_trials=2,
+        loss="explode",
+        search="",
+        study={"plugins": ["exploding.py"], "baseline": False},
     )
-    path.write_text(text)
     results = tmp_path / "results"
     assert main(["run", str(path), "--results", str(results)]) == 0
     _, runs = _runs_by_role(f"sqlite:///{results / 'mlflow.db'}", "tiny")
@@ -180,9 +181,8 @@ def kdsweep_register_losses(registry):
 )
 def test_diverging_and_out_of_memory_trials(write_study, tmp_path, loss, state, status, reason):
     (tmp_path / "failing.py").write_text(FAILING_LOSSES)
-    path = write_study(n_trials=2, loss=loss, search="")
-    path.write_text(
-        path.read_text().replace("seed = 0", 'seed = 0\nplugins = ["failing.py"]\nbaseline = false')
+    path = write_study(
+        n_trials=2, loss=loss, search="", study={"plugins": ["failing.py"], "baseline": False}
     )
     results = tmp_path / "results"
     assert main(["run", str(path), "--results", str(results)]) == 0

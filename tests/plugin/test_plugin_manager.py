@@ -146,3 +146,24 @@ def test_misspelt_hook_is_caught(tmp_path) -> None:
 def test_missing_plugin_file_is_reported(tmp_path) -> None:
     with pytest.raises(PluginError, match=r"plugin 'ghost'.*file not found"):
         load_registry(["ghost.py"], base_dir=tmp_path)
+
+
+def test_hooks_are_called_through_pluggy(tmp_path) -> None:
+    # A wrapper runs around every other implementation only when pluggy calls the hook.
+    path = _plugin(
+        tmp_path,
+        "watcher",
+        """
+        SEEN = []
+
+        @hookimpl(wrapper=True)
+        def kdsweep_register_losses(registry):
+            yield
+            SEEN.append(sorted(registry.names("loss")))
+            registry.add_loss("watched", lambda batch: batch)
+    """,
+    )
+    registry = load_registry([str(path)])
+    assert {"kd", "dkd"} <= set(registry.names("loss"))
+    assert registry.get("loss", "watched").origin.plugin == "watcher"
+    assert registry.get("loss", "kd").origin.plugin == "builtin-losses"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from kdsweep.errors import PluginError, UnknownComponentError
-from kdsweep.plugin.registry import Origin, Registry
+from kdsweep.plugin.registry import Origin, Registry, Training
 
 
 def _build(width, num_classes, input_shape):  # pragma: no cover - never called
@@ -68,3 +68,27 @@ def test_description_defaults_to_first_docstring_line() -> None:
     registry = Registry()
     registry.add_loss("mean", loss)
     assert registry.get("loss", "mean").description == "Mean of nothing."
+
+
+def test_the_default_of_a_kind_is_the_one_offered() -> None:
+    registry = Registry()
+    registry.add_loss("plain", lambda batch: batch)
+    with pytest.raises(UnknownComponentError, match="no plugin offers a default loss"):
+        registry.default("loss")
+    with registry.registering_for(Origin("one", "dist-one", "1.0")):
+        registry.add_loss("first", lambda batch: batch, default=True)
+    assert registry.default("loss") == "first"
+    with registry.registering_for(Origin("two", "dist-two", "2.0")):
+        registry.add_loss("second", lambda batch: batch, default=True)
+    with pytest.raises(UnknownComponentError) as info:
+        registry.default("loss")
+    assert "'first' by plugin 'one'" in str(info.value)
+    assert "'second' by plugin 'two'" in str(info.value)
+
+
+def test_training_modes_are_checked_at_registration() -> None:
+    registry = Registry()
+    with pytest.raises(PluginError, match=r"training='peer' \(one of standard, mutual, gen"):
+        registry.add_loss("dml", lambda batch: batch, training="peer", params={"peers": 2})
+    registry.add_loss("dml", lambda batch: batch, training="mutual", params={"peers": 2})
+    assert registry.get("loss", "dml").training is Training.MUTUAL

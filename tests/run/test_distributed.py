@@ -21,33 +21,22 @@ from recorded import trial_runs
 SERVER = "postgresql://postgres@127.0.0.1:5432"
 FAST_HEARTBEAT = {"KDSWEEP_HEARTBEAT_S": "1", "KDSWEEP_GRACE_S": "4"}
 
-STUDY = """
-[study]
-name = "distributed"
-n_trials = {n_trials}
-pruner = "none"
-baseline = false
 
-[teacher]
-model = "cnn"
-width = 8
-epochs = 2
-
-[student]
-model = "cnn"
-width = 2
-
-[train]
-epochs = {epochs}
-batch_size = 256
-
-[search]
-temperature = {{ low = 1.0, high = 8.0 }}
-"""
+def _study(write_study, n_trials: int, epochs: int) -> Path:
+    """The distributed tests' study: no baselines, no pruning, ``epochs`` per trial."""
+    return write_study(
+        name="distributed",
+        n_trials=n_trials,
+        search="temperature = { low = 1.0, high = 8.0 }",
+        study={"baseline": False, "seed": None},
+        teacher={"epochs": 2},
+        train={"epochs": epochs, "batch_size": 256, "lr": None},
+        schedule=None,
+    )
 
 
-def _admin(sql: str) -> None:
-    connection = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test")
+def _admin(postgres: str, sql: str) -> None:
+    connection = psycopg.connect(postgres)
     connection.autocommit = True
     with connection.cursor() as cursor:
         cursor.execute(sql)
@@ -55,14 +44,14 @@ def _admin(sql: str) -> None:
 
 
 @pytest.fixture
-def databases():
+def databases(postgres: str):
     """Two fresh PostgreSQL databases: (Optuna URL, MLflow URL); dropped afterwards."""
     names = [f"kdsweep_{kind}_{uuid.uuid4().hex[:10]}" for kind in ("optuna", "mlflow")]
     for name in names:
-        _admin(f"CREATE DATABASE {name}")
+        _admin(postgres, f"CREATE DATABASE {name}")
     yield tuple(f"{SERVER}/{name}" for name in names)
     for name in names:
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        _admin(postgres, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _worker(
@@ -108,10 +97,9 @@ def _wait_for_running(storage: str, timeout: float = 120) -> int:
     raise AssertionError("no trial started")
 
 
-def test_three_workers_finish_exactly_n_trials(databases, tmp_path) -> None:
+def test_three_workers_finish_exactly_n_trials(databases, tmp_path, write_study) -> None:
     storage, tracking = databases
-    study = tmp_path / "study.toml"
-    study.write_text(STUDY.format(n_trials=6, epochs=2))
+    study = _study(write_study, n_trials=6, epochs=2)
     workers = [_worker(study, storage, tracking, tmp_path / "r") for _ in range(3)]
     for worker in workers:
         _, errors = worker.communicate(timeout=300)
@@ -131,10 +119,9 @@ def test_three_workers_finish_exactly_n_trials(databases, tmp_path) -> None:
     }
 
 
-def test_a_killed_worker_loses_nothing(databases, tmp_path) -> None:
+def test_a_killed_worker_loses_nothing(databases, tmp_path, write_study) -> None:
     storage, tracking = databases
-    study = tmp_path / "study.toml"
-    study.write_text(STUDY.format(n_trials=3, epochs=40))
+    study = _study(write_study, n_trials=3, epochs=40)
     doomed = _worker(study, storage, tracking, tmp_path / "r", env=FAST_HEARTBEAT)
     killed = _wait_for_running(storage)
     doomed.send_signal(signal.SIGKILL)
@@ -160,9 +147,8 @@ def test_a_killed_worker_loses_nothing(databases, tmp_path) -> None:
     )
 
 
-def test_sqlite_single_worker_killed_then_resumed(tmp_path) -> None:
-    study = tmp_path / "study.toml"
-    study.write_text(STUDY.format(n_trials=3, epochs=40))
+def test_sqlite_single_worker_killed_then_resumed(tmp_path, write_study) -> None:
+    study = _study(write_study, n_trials=3, epochs=40)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = _worker(study, storage, tracking, tmp_path / "r", env=FAST_HEARTBEAT)
@@ -177,9 +163,8 @@ def test_sqlite_single_worker_killed_then_resumed(tmp_path) -> None:
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
 
 
-def test_sigterm_stops_cleanly(tmp_path) -> None:
-    study = tmp_path / "study.toml"
-    study.write_text(STUDY.format(n_trials=3, epochs=40))
+def test_sigterm_stops_cleanly(tmp_path, write_study) -> None:
+    study = _study(write_study, n_trials=3, epochs=40)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     worker = _worker(study, storage, tracking, tmp_path / "r")
@@ -195,11 +180,10 @@ def test_sigterm_stops_cleanly(tmp_path) -> None:
     assert run.info.status == "KILLED"
 
 
-def test_sigterm_with_jobs_fails_the_trials_started_ahead_too(tmp_path) -> None:
+def test_sigterm_with_jobs_fails_the_trials_started_ahead_too(tmp_path, write_study) -> None:
     """With jobs, each thread has started its next trial before the running one ends:
     those fail as interrupted as well, with their runs KILLED; none is left running."""
-    study = tmp_path / "study.toml"
-    study.write_text(STUDY.format(n_trials=8, epochs=400))
+    study = _study(write_study, n_trials=8, epochs=400)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     worker = _worker(study, storage, tracking, tmp_path / "r", "--jobs", "2")
@@ -219,9 +203,8 @@ def test_sigterm_with_jobs_fails_the_trials_started_ahead_too(tmp_path) -> None:
     assert len(_trial_runs(tracking)) == 4
 
 
-def test_graceful_stop_finishes_the_running_trial(tmp_path) -> None:
-    study = tmp_path / "study.toml"
-    study.write_text(STUDY.format(n_trials=5, epochs=25))
+def test_graceful_stop_finishes_the_running_trial(tmp_path, write_study) -> None:
+    study = _study(write_study, n_trials=5, epochs=25)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     worker = _worker(study, storage, tracking, tmp_path / "r", "--graceful")
@@ -234,10 +217,9 @@ def test_graceful_stop_finishes_the_running_trial(tmp_path) -> None:
     assert len(trials) == running + 1  # no trial started after the signal
 
 
-def test_run_starts_local_workers(databases, tmp_path) -> None:
+def test_run_starts_local_workers(databases, tmp_path, write_study) -> None:
     storage, tracking = databases
-    study = tmp_path / "study.toml"
-    study.write_text(STUDY.format(n_trials=4, epochs=2))
+    study = _study(write_study, n_trials=4, epochs=2)
     done = subprocess.run(
         [
             sys.executable,
@@ -265,10 +247,9 @@ def test_run_starts_local_workers(databases, tmp_path) -> None:
     assert done.stderr.count("starting 2 worker processes") == 1
 
 
-def test_run_refuses_several_workers_on_sqlite(tmp_path, capsys) -> None:
-    from kdsweep.cli.main import main
+def test_run_refuses_several_workers_on_sqlite(tmp_path, capsys, write_study) -> None:
+    from kdsweep.cli import main
 
-    study = tmp_path / "study.toml"
-    study.write_text(STUDY.format(n_trials=4, epochs=2))
+    study = _study(write_study, n_trials=4, epochs=2)
     assert main(["run", str(study), "--workers", "2", "--results", str(tmp_path)]) == 2
     assert "needs a database server" in capsys.readouterr().err

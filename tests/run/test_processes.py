@@ -14,7 +14,7 @@ import torch
 from mlflow import MlflowClient
 from recorded import trial_runs
 
-from kdsweep.cli.main import main
+from kdsweep.cli import main
 from kdsweep.run.processes import TrainerDied, TrainerPool, TrainerProcess, TrainerSpec
 from kdsweep.search.trial import TrialPruned
 from kdsweep.study.load import load_study

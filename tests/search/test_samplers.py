@@ -4,37 +4,16 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from study_files import write_tiny_study
 
-from kdsweep.cli.main import main
+from kdsweep.cli import main
 from kdsweep.search.pruners import PRUNER_CLASSES
 from kdsweep.search.samplers import SAMPLER_CLASSES, make_sampler
 from kdsweep.study.load import load_study
 
-STUDY = """
-[study]
-name = "{name}"
-n_trials = 3
-sampler = {sampler}
-pruner = {pruner}
-baseline = false
-{extra}
-
-[teacher]
-model = "cnn"
-width = 8
-epochs = 2
-
-[student]
-model = "cnn"
-width = 2
-
-[train]
-epochs = 2
-batch_size = 256
-
-[search]
-temperature = {{ low = 1.0, high = 8.0, step = 1.0 }}
-width = {{ choices = [2, 4] }}
+SEARCH = """
+temperature = { low = 1.0, high = 8.0, step = 1.0 }
+width = { choices = [2, 4] }
 """
 
 
@@ -44,8 +23,16 @@ def results(tmp_path_factory):
 
 
 def _run(results, name: str, sampler: str = '"tpe"', pruner: str = '"median"', extra: str = ""):
-    path = results / f"{name}.toml"
-    path.write_text(STUDY.format(name=name, sampler=sampler, pruner=pruner, extra=extra))
+    path = write_tiny_study(
+        results / f"{name}.toml",
+        name=name,
+        search=SEARCH,
+        study_keys=f"sampler = {sampler}\npruner = {pruner}\n{extra}",  # TOML as given
+        study={"pruner": None, "seed": None, "baseline": False},
+        teacher={"epochs": 2},
+        train={"batch_size": 256, "lr": None},
+        schedule=None,
+    )
     code = main(["run", str(path), "--results", str(results)])
     if code != 0:
         return code, None
@@ -115,18 +102,18 @@ def test_misfits_fail_before_training(results, capsys, sampler, pruner, extra, m
 
 
 def test_cmaes_refuses_a_choices_only_space(tmp_path, capsys) -> None:
-    path = tmp_path / "cmaes.toml"
-    path.write_text(
-        '[study]\nname = "c"\nsampler = "cmaes"\n[search]\nwidth = { choices = [2, 4] }\n'
+    path = write_tiny_study(
+        tmp_path / "cmaes.toml",
+        '[study]\nname = "c"\nsampler = "cmaes"\n[search]\nwidth = { choices = [2, 4] }\n',
     )
     assert main(["run", str(path), "--results", str(tmp_path)]) == 2
     assert "numeric range" in capsys.readouterr().err
 
 
 def test_grid_needs_a_finite_space(tmp_path, capsys) -> None:
-    path = tmp_path / "grid.toml"
-    path.write_text(
-        '[study]\nname = "g"\nsampler = "grid"\n[search]\nalpha = { low = 0.1, high = 0.9 }\n'
+    path = write_tiny_study(
+        tmp_path / "grid.toml",
+        '[study]\nname = "g"\nsampler = "grid"\n[search]\nalpha = { low = 0.1, high = 0.9 }\n',
     )
     assert main(["run", str(path), "--results", str(tmp_path)]) == 2
     assert "give 'loss.alpha' a step or choices" in capsys.readouterr().err

@@ -130,18 +130,16 @@ BAD_STUDIES = [
 
 
 @pytest.mark.parametrize(("text", "match"), BAD_STUDIES)
-def test_bad_study_names_file_key_and_value(tmp_path, registry, text, match) -> None:
-    path = tmp_path / "bad.toml"
-    path.write_text(text)
+def test_bad_study_names_file_key_and_value(write_study, registry, text, match) -> None:
+    path = write_study(text, filename="bad.toml")
     with pytest.raises(ConfigError, match=match) as info:
         _load(path, registry)
     assert str(info.value).startswith(f"{path}: ")
     assert "\n" not in str(info.value)
 
 
-def test_invalid_toml_and_missing_file(tmp_path) -> None:
-    path = tmp_path / "broken.toml"
-    path.write_text("[study\nname = 1")
+def test_invalid_toml_and_missing_file(tmp_path, write_study) -> None:
+    path = write_study("[study\nname = 1", filename="broken.toml")
     with pytest.raises(ConfigError, match=r"broken.toml: invalid TOML"):
         read_study_file(path)
     with pytest.raises(ConfigError, match=r"cannot read study file"):

@@ -55,8 +55,10 @@ def test_teacher_sees_the_augmented_view_of_the_student() -> None:
     fit.fit(
         student,
         data,
-        TrainSettings(epochs=1, batch_size=200, augment="crop_flip", weight_decay=0.0),
-        fit.TrainingLoss.of(spy),
+        fit.Recipe(
+            TrainSettings(epochs=1, batch_size=200, augment="crop_flip", weight_decay=0.0),
+            fit.TrainingLoss.of(spy),
+        ),
         teachers=fit.Teachers(models=(teacher.eval(),), logits=(stale_logits,)),
     )
     assert same_view and all(same_view)

@@ -19,8 +19,7 @@ def _fit(seed: int, on_epoch=None, epochs: int = 3, width: int = 4, poll=None) -
     return fit.fit(
         model,
         DATA,
-        settings,
-        fit.TrainingLoss.of(cross_entropy_loss),
+        fit.Recipe(settings, fit.TrainingLoss.of(cross_entropy_loss)),
         on_epoch=on_epoch,
         poll=poll,
     )
@@ -81,10 +80,8 @@ def test_scheduled_values_and_learning_rate_are_reported_per_epoch() -> None:
     fit.fit(
         student,
         DATA,
-        settings,
-        fit.TrainingLoss((term,)),
+        fit.Recipe(settings, fit.TrainingLoss((term,)), lr_schedule=halving),
         teachers=fit.Teachers(logits=(logits,)),
-        lr_schedule=halving,
         on_epoch=reports.append,
     )
     assert [r.values for r in reports] == [
@@ -106,8 +103,7 @@ def test_teacher_logits_reach_the_loss_indexed_like_the_batch() -> None:
     fit.fit(
         model,
         DATA,
-        TrainSettings(epochs=1, batch_size=100),
-        fit.TrainingLoss.of(spy),
+        fit.Recipe(TrainSettings(epochs=1, batch_size=100), fit.TrainingLoss.of(spy)),
         teachers=fit.Teachers(logits=(fake_teacher,)),
     )
     assert seen and all(seen)
@@ -121,7 +117,8 @@ def test_batches_are_evenly_sized() -> None:
         return cross_entropy_loss(batch)
 
     model = fit.build_seeded(lambda: build_cnn(2, 10, DATA.input_shape), 0, CPU)
-    fit.fit(model, DATA, TrainSettings(epochs=1, batch_size=1076), fit.TrainingLoss.of(spy))
+    settings = TrainSettings(epochs=1, batch_size=1076)
+    fit.fit(model, DATA, fit.Recipe(settings, fit.TrainingLoss.of(spy)))
     assert sum(sizes) == len(DATA.train_y) == 1077
     assert max(sizes) - min(sizes) <= 1  # 1077 / 1076 would otherwise leave a batch of 1
 

@@ -15,7 +15,7 @@ from kdsweep_builtins.models import build_cnn
 from mlflow import MlflowClient
 from recorded import trial_runs
 
-from kdsweep.cli.main import main
+from kdsweep.cli import main
 from kdsweep.errors import ConfigError
 from kdsweep.run.locations import RunOptions
 from kdsweep.run.study_run import run_study
@@ -35,7 +35,7 @@ MEMBERS = [
 
 def _teacher_logits() -> torch.Tensor:
     teacher = fit.build_seeded(lambda: build_cnn(8, 10, DATA.input_shape), 0, CPU)
-    fit.fit(teacher, DATA, TrainSettings(epochs=2), fit.TrainingLoss.of(_ce))
+    fit.fit(teacher, DATA, fit.Recipe(TrainSettings(epochs=2), fit.TrainingLoss.of(_ce)))
     return fit.predict_logits(teacher, DATA.train_x)
 
 
@@ -46,26 +46,22 @@ def _ce(batch, **_):
 TEACHER = fit.Teachers(logits=(_teacher_logits(),))
 
 
-def _setup(member: dict, seed: int) -> tuple[torch.nn.Module, TrainSettings, fit.TrainingLoss]:
+def _setup(member: dict, seed: int) -> tuple[torch.nn.Module, fit.Recipe]:
     model = fit.build_seeded(lambda: build_cnn(4, 10, DATA.input_shape), seed, CPU)
     settings = TrainSettings(epochs=3, batch_size=128, lr=member["lr"], seed=seed)
-    objective = fit.TrainingLoss.of(
-        kd_loss, temperature=member["temperature"], alpha=member["alpha"]
-    )
-    return model, settings, objective
+    loss = fit.TrainingLoss.of(kd_loss, temperature=member["temperature"], alpha=member["alpha"])
+    return model, fit.Recipe(settings, loss)
 
 
 def _alone(member: dict, seed: int, on_epoch=None) -> fit.FitResult:
-    model, settings, objective = _setup(member, seed)
-    return fit.fit(model, DATA, settings, objective, teachers=TEACHER, on_epoch=on_epoch)
+    model, recipe = _setup(member, seed)
+    return fit.fit(model, DATA, recipe, teachers=TEACHER, on_epoch=on_epoch)
 
 
 def _together(seeds: list[int], on_epochs=None) -> list:
     setups = [_setup(member, seed) for member, seed in zip(MEMBERS, seeds, strict=True)]
-    models, settings, objectives = (list(column) for column in zip(*setups, strict=True))
-    return fused.fit_group(
-        models, DATA, settings, objectives, teachers=TEACHER, on_epochs=on_epochs
-    )
+    models, recipes = (list(column) for column in zip(*setups, strict=True))
+    return fused.fit_group(models, DATA, recipes, teachers=TEACHER, on_epochs=on_epochs)
 
 
 def _recorder(reports: list):
@@ -98,13 +94,12 @@ def test_a_pruned_or_diverging_member_leaves_the_group_alone() -> None:
 
     diverging = dict(MEMBERS[2], lr=1e12)
     setups = [_setup(MEMBERS[0], 0), _setup(MEMBERS[1], 0), _setup(diverging, 0)]
-    models, settings, objectives = (list(column) for column in zip(*setups, strict=True))
+    models, recipes = (list(column) for column in zip(*setups, strict=True))
     reports: list = []
     results = fused.fit_group(
         models,
         DATA,
-        settings,
-        objectives,
+        recipes,
         teachers=TEACHER,
         on_epochs=[_recorder(reports), prune_at_first_epoch, None],
     )
@@ -116,16 +111,11 @@ def test_a_pruned_or_diverging_member_leaves_the_group_alone() -> None:
 
 
 def test_members_must_share_the_batches_and_the_optimizer() -> None:
-    model, settings, objective = _setup(MEMBERS[0], 0)
-    other, _, _ = _setup(MEMBERS[1], 0)
+    model, recipe = _setup(MEMBERS[0], 0)
+    other, _ = _setup(MEMBERS[1], 0)
+    smaller = replace(recipe, settings=replace(recipe.settings, batch_size=32))
     with pytest.raises(ValueError, match=r"train\.batch_size"):
-        fused.fit_group(
-            [model, other],
-            DATA,
-            [settings, replace(settings, batch_size=32)],
-            [objective, objective],
-            teachers=TEACHER,
-        )
+        fused.fit_group([model, other], DATA, [recipe, smaller], teachers=TEACHER)
 
 
 SEARCH = """

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdsweep.cli.main import main
+from kdsweep.cli import main
 from kdsweep.plugin import LossBatch
 from kdsweep.plugin.manager import load_registry
 
