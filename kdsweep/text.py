@@ -6,7 +6,10 @@ import difflib
 import re
 from collections.abc import Iterable
 
-_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]+):[^@\s]*@")
+# scheme://user:secret@host and scheme://:secret@host (the user may be empty)
+_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*):[^@\s]*@")
+# ...?password=secret&... (libpq and SQLAlchemy query parameters)
+_QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:password|passwd|pwd|secret|token)=)[^&#\s]*", re.I)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
@@ -16,5 +19,6 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return _PASSWORD.sub(r"\g<scheme>:***@", url)
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``; also a
+    password without a user and one in the query string (``?password=...``)."""
+    return _QUERY_PASSWORD.sub(r"\g<key>***", _PASSWORD.sub(r"\g<scheme>:***@", url))

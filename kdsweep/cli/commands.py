@@ -4,6 +4,7 @@ Python API."""
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -16,8 +17,12 @@ from kdsweep.errors import KdsweepError
 from kdsweep.plugin.manager import load_registry
 from kdsweep.plugin.registry import KINDS, Registry
 from kdsweep.project import __version__
-from kdsweep.run.locations import RunOptions, StudyLocations
+from kdsweep.run.locations import STORAGE_ENV, TRACKING_ENV, RunOptions, StudyLocations
+from kdsweep.run.signals import EXIT_INTERRUPTED
 from kdsweep.study.load import load_study
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -47,6 +52,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"{', '.join(map(str, summary.pareto)) or 'none yet'}"
         )
     print(f"results in {summary.locations.results}; open them with: kdsweep ui {args.study}")
+    if summary.outcomes and not summary.finished_now:
+        failed = len(summary.outcomes)
+        print(
+            f"kdsweep: error: none of the {failed} trials this run started finished "
+            "(their reasons are above and in each run's kdsweep.reason tag)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return 0
 
 
@@ -107,20 +120,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         ).tracking_uri
     else:
         uri = f"sqlite:///{Path(args.results or 'results').resolve() / 'mlflow.db'}"
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", args.host, "--port", str(args.port)]
     print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    return subprocess.call(command)
+    # The store's URI goes through the environment: a password stays off the command line.
+    return subprocess.call(command, env={**os.environ, "MLFLOW_BACKEND_STORE_URI": uri})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,8 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("study", help="study file (TOML)")
     run.add_argument("--n-trials", type=int, help="total trials the study should hold")
     run.add_argument("--timeout", type=float, help="stop starting trials after S seconds")
-    run.add_argument("--storage", help="Optuna storage URL (default: sqlite in the results folder)")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite in results)")
+    run.add_argument(
+        "--storage",
+        default=os.environ.get(STORAGE_ENV),
+        help=f"Optuna storage URL (default: ${STORAGE_ENV}, else sqlite in the results folder)",
+    )
+    run.add_argument(
+        "--tracking-uri",
+        default=os.environ.get(TRACKING_ENV),
+        help=f"MLflow tracking URI (default: ${TRACKING_ENV}, else sqlite in the results folder)",
+    )
     run.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     run.add_argument("--results", help="results folder (default: [study] results or ./results)")
     run.add_argument("--plugin", action="append", default=[], help="local plugin module or .py")
@@ -183,16 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``kdsweep`` command; user errors print one line and exit 2."""
+    """Entry point of the ``kdsweep`` command: exit 0 when it did its work, 1 when the
+    run failed (no trial finished; a disk, store or server failed), 2 for bad input (a
+    study file, plugin or option; before any training), 130 when interrupted."""
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except KdsweepError as exc:
         print(f"kdsweep: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         print("kdsweep: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

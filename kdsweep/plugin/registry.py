@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from kdsweep.errors import PluginError, UnknownComponentError
+from kdsweep.plugin.ranges import Range
 from kdsweep.plugin.types import DatasetLoader, LossFn, ModelBuilder, ScheduleFn
 from kdsweep.text import did_you_mean
 
@@ -71,6 +72,7 @@ class Component:
     layers: Mapping[str, str] = field(default_factory=dict)  # layer param -> student|teacher
     training: Training = Training.STANDARD
     default: bool = False  # offered as its kind's default
+    ranges: Mapping[str, Range] = field(default_factory=dict)  # numeric param -> allowed
 
 
 _UNBOUND = Origin("<unknown>", "<unknown>", "?")
@@ -118,6 +120,7 @@ class Registry:
         loss: LossFn,
         *,
         params: Mapping[str, Any] | None = None,
+        ranges: Mapping[str, str] | None = None,
         needs_teacher: bool = True,
         layers: Mapping[str, str] | None = None,
         training: str = "standard",
@@ -130,6 +133,9 @@ class Registry:
         ``loss(shapes: FeatureShapes, **params)`` and trained with the student.
         Params named ``temperature`` and ``alpha`` follow the study's schedules.
 
+        :param ranges: the allowed interval of numeric params, e.g. ``{"temperature":
+            "(0, inf)", "alpha": "[0, 1]"}``: study values, searched ranges and the values
+            a schedule moves them to are checked against it before training.
         :param needs_teacher: ``False`` when the loss trains without a pre-trained teacher.
         :param layers: params whose values name layers to capture, each mapped to
             ``"student"`` or ``"teacher"`` (a value may list several, comma-separated).
@@ -171,6 +177,7 @@ class Registry:
                 layers=layers,
                 training=mode,
                 default=default,
+                ranges=_ranges(origin, name, params, ranges),
             )
         )
 
@@ -180,12 +187,18 @@ class Registry:
         schedule: ScheduleFn,
         *,
         params: Mapping[str, Any] | None = None,
+        ranges: Mapping[str, str] | None = None,
         description: str = "",
     ) -> None:
         """Register a schedule: ``schedule(base, epoch, epochs, **params) -> value``.
 
-        A value with no schedule in the study stays as set, so no default is needed."""
-        self._add(Component("schedule", name, schedule, _origin(), dict(params or {}), description))
+        A value with no schedule in the study stays as set, so no default is needed.
+        ``ranges`` as for :meth:`add_loss`."""
+        params = dict(params or {})
+        checked = _ranges(_origin(), name, params, ranges)
+        self._add(
+            Component("schedule", name, schedule, _origin(), params, description, ranges=checked)
+        )
 
     def add_dataset(
         self,
@@ -193,13 +206,24 @@ class Registry:
         load: DatasetLoader,
         *,
         params: Mapping[str, Any] | None = None,
+        ranges: Mapping[str, str] | None = None,
         description: str = "",
         default: bool = False,
     ) -> None:
-        """Register a dataset: ``load(**params) -> DataSplits``."""
+        """Register a dataset: ``load(**params) -> DataSplits`` (``ranges`` as for
+        :meth:`add_loss`)."""
+        params = dict(params or {})
+        checked = _ranges(_origin(), name, params, ranges)
         self._add(
             Component(
-                "dataset", name, load, _origin(), dict(params or {}), description, default=default
+                "dataset",
+                name,
+                load,
+                _origin(),
+                params,
+                description,
+                default=default,
+                ranges=checked,
             )
         )
 
@@ -260,6 +284,33 @@ class Registry:
 
 def _origin() -> Origin:
     return _REGISTERING.get()
+
+
+def _ranges(
+    origin: Origin, name: str, params: Mapping[str, Any], ranges: Mapping[str, str] | None
+) -> dict[str, Range]:
+    """The declared ranges, each of a numeric param whose default lies in it."""
+    checked = {}
+    for param, text in (ranges or {}).items():
+        default = params.get(param)
+        if isinstance(default, bool) or not isinstance(default, int | float):
+            raise PluginError(
+                f"{origin} declared a range for '{param}' of '{name}', which is not a "
+                "declared numeric param"
+            )
+        try:
+            allowed = Range.parse(text)
+        except ValueError as exc:
+            raise PluginError(
+                f"{origin} declared the range of '{param}' of '{name}': {exc}"
+            ) from None
+        if default not in allowed:
+            raise PluginError(
+                f"{origin} declared '{param}' of '{name}' with default {default!r} outside "
+                f"its range {allowed}"
+            )
+        checked[param] = allowed
+    return checked
 
 
 def _first_doc_line(obj: object) -> str:

@@ -7,6 +7,11 @@ from pathlib import Path
 
 from kdsweep.study.study import Study
 
+# The stores' URLs, read like --storage and --tracking-uri: worker processes get them so,
+# a password stays off their command lines.
+STORAGE_ENV = "KDSWEEP_STORAGE"
+TRACKING_ENV = "KDSWEEP_TRACKING_URI"
+
 
 @dataclass(frozen=True)
 class RunOptions:

@@ -8,7 +8,7 @@ after it validates again.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -17,7 +17,7 @@ from kdsweep.errors import ConfigError
 from kdsweep.run.locations import RunOptions, StudyLocations
 from kdsweep.search.loop import LoopSettings
 from kdsweep.search.pruners import make_pruner
-from kdsweep.search.samplers import make_sampler
+from kdsweep.search.samplers import make_sampler, stream_seed
 from kdsweep.study.schema import count_or_auto
 from kdsweep.study.study import Study
 from kdsweep.train.cache import ModelCache
@@ -75,6 +75,9 @@ def prepare(study: Study, options: RunOptions) -> Plan:
     trainer = StudyTrainer(study, device, ModelCache(locations.cache))
     check_models(study, trainer.models)
     loop = LoopSettings(
+        sampler_for=lambda first: make_sampler(
+            replace(settings, seed=stream_seed(settings.seed, first)), study.search, study.path
+        ),
         space=study.search,
         n_trials=settings.n_trials if options.n_trials is None else options.n_trials,
         timeout=options.timeout or settings.timeout,

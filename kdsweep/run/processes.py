@@ -20,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing
+import os
 import pickle
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -75,7 +77,7 @@ class TrainerProcess:
         self.connection, child_end = context.Pipe()
         self.process = context.Process(
             target=_child_main,
-            args=(child_end, spec, trainer),
+            args=(child_end, spec, trainer, os.getpid()),
             daemon=True,
             name="kdsweep-trainer",
         )
@@ -230,9 +232,24 @@ class _Inbox:
             self.work.append(message)
 
 
-def _child_main(connection: Any, spec: TrainerSpec, trainer: StudyTrainer | None) -> None:
+PARENT_CHECK_S = 0.5  # how often a trainer process looks whether its parent still lives
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this process once ``parent`` is gone (this process is then re-parented). A
+    killed parent cannot say so, and the pipe gives no EOF while forked siblings hold
+    its end; so the child looks for itself."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)
+
+
+def _child_main(
+    connection: Any, spec: TrainerSpec, trainer: StudyTrainer | None, parent: int
+) -> None:
     """The child's loop: train what the parent sends until it sends ``None``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     torch.set_num_threads(spec.threads)
     if trainer is None:
         trainer = _rebuild(spec)

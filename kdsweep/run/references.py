@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kdsweep.faults import fault_point
 from kdsweep.run.display import Display
 from kdsweep.run.records import component_tags
 from kdsweep.track import tags
@@ -34,7 +35,12 @@ class Recorder:
     ) -> ModelRecord:
         """Train (or load) a teacher or a baseline, and record it once per study in MLflow."""
         bar = self.display.run_started(label, None)
-        record = train(lambda report: self.display.epoch(bar, report.epoch, report.val_accuracy))
+
+        def on_epoch(report: EpochReport) -> None:
+            fault_point(f"{role}_epoch")
+            self.display.epoch(bar, report.epoch, report.val_accuracy)
+
+        record = train(on_epoch)
         self.display.run_ended(bar)
         self.display.stage(
             f"{label}: val {record.val_accuracy:.4f} test {record.test_accuracy:.4f} "

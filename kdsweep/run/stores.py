@@ -4,11 +4,15 @@ Workers starting together race to create the tables: the loser tries again."""
 from __future__ import annotations
 
 import random
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from kdsweep.errors import KdsweepError
+from kdsweep.errors import KdsweepError, RunFailure, environment_cause
+from kdsweep.run.locations import StudyLocations
 from kdsweep.run.plan import Plan
 from kdsweep.search.study import open_study
 from kdsweep.text import redact_url
@@ -17,9 +21,49 @@ from kdsweep.track.tracker import Tracker
 T = TypeVar("T")
 
 
+REACH_TIMEOUT_S = 5.0
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
+
+
+@contextmanager
+def stores_failing_as(locations: StudyLocations) -> Iterator[None]:
+    """Turn a full disk, a read-only or missing folder or an unreachable server, wherever
+    it shows, into one :class:`RunFailure` line naming the stores and the cause."""
+    try:
+        yield
+    except KdsweepError:
+        raise
+    except Exception as exc:
+        cause = environment_cause(exc)
+        if cause is None:
+            raise
+        raise RunFailure(
+            f"results {locations.results} (optuna {redact_url(locations.storage)}, mlflow "
+            f"{redact_url(locations.tracking_uri)}): {cause}; the study can be resumed"
+        ) from exc
+
+
+def check_reachable(url: str) -> None:
+    """For a database server URL, an error within seconds when its host does not answer
+    (the stores' own clients retry for minutes)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+")[0]
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return
+    port = parts.port or DEFAULT_PORTS[scheme]
+    try:
+        socket.create_connection((parts.hostname, port), timeout=REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        raise RunFailure(
+            f"cannot reach {redact_url(url)} ({parts.hostname}:{port}): {exc.strerror or exc}"
+        ) from None
+
+
 def open_stores(plan: Plan) -> tuple[Any, Tracker]:
     """The study's Optuna study (created or resumed) and its MLflow tracker."""
     locations, settings = plan.locations, plan.study.settings
+    for url in (locations.storage, locations.tracking_uri):
+        check_reachable(url)
     locations.results.mkdir(parents=True, exist_ok=True)
     optuna_study = retrying(
         lambda: open_study(settings, locations.storage, plan.sampler),

@@ -38,6 +38,12 @@ class StudySummary:
     best: dict[float, TrialRecord]  # best complete trial (primary objective) per width
     states: dict[str, int] = field(default_factory=dict)
     pareto: list[int] = field(default_factory=list)  # trial numbers on the Pareto front
+    outcomes: list[Any] = field(default_factory=list)  # how this run's trials ended
+
+    @property
+    def finished_now(self) -> int:
+        """Trials this run finished (complete or pruned)."""
+        return sum(o.state in (TrialState.COMPLETE, TrialState.PRUNED) for o in self.outcomes)
 
 
 def best_per_width(optuna_study: Any, study: Study) -> dict[float, TrialRecord]:
@@ -67,13 +73,14 @@ def summarise(
     study: Study,
     locations: StudyLocations,
     references: tuple[ModelRecord | None, dict[float, ModelRecord]],
+    outcomes: list[Any],
 ) -> StudySummary:
     """The summary of the study as its storage holds it now; ``references`` are the
-    teacher (if any) and the baselines by width."""
+    teacher (if any) and the baselines by width, ``outcomes`` this run's trials."""
     states: dict[str, int] = {}
     for trial in optuna_study.get_trials(deepcopy=False):
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
     best = best_per_width(optuna_study, study)
     pareto = sorted(t.number for t in optuna_study.best_trials) if best else []
     teacher, baselines = references
-    return StudySummary(locations, teacher, baselines, best, states, pareto)
+    return StudySummary(locations, teacher, baselines, best, states, pareto, list(outcomes))

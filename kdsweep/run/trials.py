@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kdsweep.faults import fault_point
 from kdsweep.run.display import Bar, Display
 from kdsweep.run.processes import TrainerDied, TrainerPool
 from kdsweep.run.records import component_tags, constant_values, epoch_metrics
@@ -184,6 +185,7 @@ class TrialRuns:
         constant = constant_values(settings)
 
         def on_epoch(report: EpochReport) -> None:
+            fault_point("trial_epoch")
             trial.train_time_s = report.train_time_s
             self.tracker.log_epoch(run_id, epoch_metrics(report, constant), step=report.epoch)
             shown = " ".join(f"{k} {v:.2f}" for k, v in report.values.items())
@@ -222,6 +224,7 @@ class TrialRuns:
             self.tracker.end_run(run_id, "FAILED", tags=tags.ended("FAIL", reason))
             raise outcome
         metrics = self._metrics(settings, outcome)
+        fault_point("before_run_end")  # trained, neither store told yet
         self.tracker.end_run(run_id, "FINISHED", metrics, tags=tags.ended("COMPLETE"))
         trial.handle.trial.set_user_attr("metrics", metrics)
         return metrics

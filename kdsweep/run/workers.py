@@ -11,25 +11,20 @@ import sys
 import torch
 
 from kdsweep.errors import KdsweepError
-from kdsweep.run.locations import RunOptions
+from kdsweep.run.locations import STORAGE_ENV, TRACKING_ENV, RunOptions
 from kdsweep.run.plan import Plan
 
 
 def worker_command(plan: Plan, options: RunOptions) -> list[str]:
-    """The command line of one worker of the plan's study."""
-    locations = plan.locations
+    """The command line of one worker of the plan's study (no store URL on it)."""
     command = [
         sys.executable,
         "-m",
         "kdsweep",
         "worker",
         str(plan.study.path),
-        "--storage",
-        locations.storage,
-        "--tracking-uri",
-        locations.tracking_uri,
         "--results",
-        str(locations.results),
+        str(plan.locations.results),
     ]
     for flag, value in (
         ("--n-trials", options.n_trials),
@@ -51,7 +46,12 @@ def run_workers(plan: Plan, options: RunOptions) -> None:
     gpus = torch.cuda.device_count()
     processes = []
     for number in range(plan.workers):
-        env = dict(os.environ)
+        # The stores' URLs go through the environment: ps shows command lines to anyone.
+        env = {
+            **os.environ,
+            STORAGE_ENV: plan.locations.storage,
+            TRACKING_ENV: plan.locations.tracking_uri,
+        }
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(number % gpus)
         processes.append(subprocess.Popen(command, env=env))

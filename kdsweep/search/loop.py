@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
+from kdsweep.faults import fault_point
 from kdsweep.search import storage
 from kdsweep.search.study import finished_trials, is_surplus, state_counts
 from kdsweep.search.trial import Outcome, TrialHandle, fail, sample_params, tell
@@ -67,6 +68,9 @@ class LoopSettings:
     pruner: optuna.pruners.BasePruner | None = None
     fusion: Fusion | None = None
     jobs: int = 1
+    # The sampler for the random stream that starts at this trial number: each process
+    # samples from its own stream, chosen by its first trial (see _TrialLoop._next).
+    sampler_for: Callable[[int], optuna.samplers.BaseSampler] | None = None
 
 
 def run_trials(
@@ -175,6 +179,7 @@ class _TrialLoop:
         self.errors: list[BaseException] = []
         self.interrupted = threading.Event()
         self.lock = threading.Lock()
+        self.own_stream = settings.sampler_for is None  # whether the sampler is this process's
 
     def run_in_thread(self) -> None:
         """:meth:`run`, keeping what ends the thread for the caller to re-raise."""
@@ -249,6 +254,14 @@ class _TrialLoop:
                 if self.on_outcome is not None:
                     self.on_outcome(outcome)
 
+    def _own_stream(self, first_number: int) -> None:
+        """Give this process its own random stream, seeded from the study's seed and its
+        first trial number: processes that share a study (and its seed) never sample the
+        same params, and a fresh single process (first trial 0) samples as before."""
+        if not self.own_stream and self.settings.sampler_for is not None:
+            self.study.sampler = self.settings.sampler_for(first_number)
+        self.own_stream = True
+
     def _next(self) -> list[TrialHandle] | None:
         """The next trials to train, ``[]`` to wait for other workers, ``None`` when done."""
         settings, study = self.settings, self.study
@@ -270,7 +283,7 @@ class _TrialLoop:
             return []
         fusion = settings.fusion
         size = min(fusion.size, self.attempts, max(free, 1)) if fusion else 1
-        handles = _ask_group(study, settings, size)
+        handles = _ask_group(study, settings, size, self._own_stream)
         live = []
         for handle in handles:
             if is_surplus(study, handle.number, settings.n_trials):
@@ -285,12 +298,16 @@ class _TrialLoop:
         return live
 
 
-def _ask_group(study: optuna.Study, settings: LoopSettings, size: int) -> list[TrialHandle]:
+def _ask_group(
+    study: optuna.Study, settings: LoopSettings, size: int, asked: Callable[[int], None]
+) -> list[TrialHandle]:
     """``size`` new trials; after the first, the sampler keeps the fusion's shared params
-    fixed to the first trial's values."""
+    fixed to the first trial's values. ``asked(number)`` runs before any param is sampled."""
     pruner = settings.pruner or optuna.pruners.NopPruner()
     with storage.quiet():
         first = study.ask()
+    fault_point("after_ask")  # a worker that dies here leaves a trial that never beat
+    asked(first.number)
     handles = [TrialHandle(first, sample_params(first, settings.space), pruner)]
     if size > 1 and settings.fusion is not None:
         params = handles[0].params

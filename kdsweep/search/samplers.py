@@ -30,6 +30,12 @@ SAMPLER_DEFAULTS: dict[str, dict[str, Any]] = {"tpe": {"n_startup_trials": 8}}
 CONSTRAINED_SAMPLERS = ("tpe", "gp", "nsga2", "nsga3")
 
 
+def stream_seed(seed: int, first_trial: int) -> int:
+    """The seed of the random stream a process starts at ``first_trial`` (``seed`` itself
+    for trial 0), so that processes sharing a study sample differently."""
+    return (seed + first_trial * 1_000_003) % 2**32
+
+
 def make_sampler(
     settings: StudySettings, space: Sequence[Dimension], path: Path
 ) -> optuna.samplers.BaseSampler:

@@ -4,7 +4,10 @@ Each private name used here is marked with the Optuna version it was checked aga
 nothing else in kdsweep reaches past Optuna's public API.
 
 A relational storage beats a heartbeat per running trial: a trial whose worker stops
-beating for ``GRACE_PERIOD_S`` is failed and retried once with the same parameters.
+beating for ``GRACE_PERIOD_S`` is failed and retried once with the same parameters. So is
+a trial whose worker died before its first beat (between Optuna's ask and the heartbeat
+thread's start), once it is ``GRACE_PERIOD_S`` old: Optuna alone would leave it RUNNING
+for ever, and a resumed study would wait for it without end.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 # A running trial's worker writes a heartbeat this often; a trial without one for the
 # grace period is failed and retried. Environment variables override both (in seconds).
@@ -31,7 +35,7 @@ def make_storage(url: str) -> optuna.storages.BaseStorage | str:
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        return _BeatingStorage(
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=HEARTBEAT_INTERVAL_S,
@@ -40,6 +44,30 @@ def make_storage(url: str) -> optuna.storages.BaseStorage | str:
                 max_retry=1
             ),
         )
+
+
+class _BeatingStorage(optuna.storages.RDBStorage):
+    """Optuna's relational storage, whose stale trials include those that never beat."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # Optuna 5.0: RDBStorage._get_stale_trial_ids is what fail_stale_trials asks; it
+        # skips running trials without a heartbeat row.
+        stale = list(super()._get_stale_trial_ids(study_id))
+        grace = self.grace_period or 2 * (self.heartbeat_interval or HEARTBEAT_INTERVAL_S)
+        started_before = datetime.now() - timedelta(seconds=grace)  # naive local, as Optuna's
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            trial_id = trial._trial_id  # Optuna 5.0: see frozen()
+            too_old = trial.datetime_start is not None and trial.datetime_start < started_before
+            if too_old and trial_id not in stale and not self._has_heartbeat(trial_id):
+                stale.append(trial_id)
+        return stale
+
+    def _has_heartbeat(self, trial_id: int) -> bool:
+        from optuna.storages._rdb.models import TrialHeartbeatModel  # Optuna 5.0: private
+        from optuna.storages._rdb.storage import _create_scoped_session  # Optuna 5.0: private
+
+        with _create_scoped_session(self.scoped_session) as session:
+            return TrialHeartbeatModel.where_trial_id(trial_id, session) is not None
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 from optuna.trial import TrialState
 
@@ -27,7 +29,10 @@ def open_study(
 
 
 def load_existing(name: str, storage: str) -> optuna.Study | None:
-    """The study ``name`` in ``storage`` for reading, or ``None`` if it has none."""
+    """The study ``name`` in ``storage`` for reading, or ``None`` if it has none (a SQLite
+    file that does not exist is not created)."""
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.load_study(study_name=name, storage=storage)

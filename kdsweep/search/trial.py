@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from kdsweep.faults import fault_point
 from kdsweep.search.pruners import EPOCH_VALUES, WidthPruning, reads_running_trials
 from kdsweep.study.goals import Constraint, Goal
 from kdsweep.study.space import WIDTH, Dimension
@@ -125,6 +126,7 @@ def tell(
         return Outcome(trial.number, TrialState.FAIL, None, reason)
     for constraint in constraints:
         trial.set_constraint(str(constraint), constraint.violation(result))
+    fault_point("before_tell")  # MLflow has the run's end, Optuna not yet
     study.tell(trial, values)
     shown = ", ".join(f"{g.metric} {v:.4g}" for g, v in zip(goals, values, strict=True))
     return Outcome(trial.number, TrialState.COMPLETE, values, shown)

@@ -5,6 +5,7 @@ section, key and value."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,21 @@ class Field:
     check: Check | None = None
 
 
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+def study_name(value: Any) -> str | None:
+    """Complain unless ``value`` is a study name: 1 to 100 letters, digits, ``_``, ``.``
+    or ``-``, starting with a letter or digit, without ``..`` (it names folders and runs)."""
+    if STUDY_NAME.match(value) and ".." not in value:
+        return None
+    return (
+        "must be 1 to 100 letters, digits, '_', '.' or '-', start with a letter or digit "
+        "and hold no '..' (it names the report folder, the Optuna study and the MLflow "
+        "experiment)"
+    )
+
+
 def count_or_auto(value: Any) -> str | None:
     """Complain unless ``value`` is ``"auto"`` or a whole number >= 1."""
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
@@ -61,13 +77,13 @@ def count_or_auto(value: Any) -> str | None:
 
 
 STUDY_FIELDS = {
-    "name": Field(str),
+    "name": Field(str, None, study_name),
     "n_trials": Field(int, 20, positive),
     "timeout": Field(float, None, positive),  # seconds
     # Sampler and pruner names and options are Optuna's: the search layer checks them.
     "sampler": Field(str, "tpe"),  # or { name = ..., options }
     "pruner": Field(str, "median"),  # or { name = ..., options }
-    "seed": Field(int, 0),
+    "seed": Field(int, 0, non_negative),
     "baseline": Field(bool, True),
     "repeats": Field(int, 0, non_negative),  # re-run each width's best trial over k seeds
     "fuse": Field(object, 1, count_or_auto),  # trials of one width trained as one model
@@ -143,10 +159,19 @@ def check_value(value: Any, spec: Field, where: Where) -> Any:
     return value
 
 
-def field_for_default(default: Any) -> Field:
-    """The field of a plugin-declared param: typed like its default."""
+def field_for_param(component: Component, key: str) -> Field:
+    """The field of a plugin-declared param: typed like its default, checked against the
+    range its plugin declared (if any)."""
+    default = component.params[key]
     kind = type(default)
-    return Field(float if kind is float else kind, default)
+    allowed = component.ranges.get(key)
+
+    def within(value: Any) -> str | None:
+        if allowed is None or value in allowed:
+            return None
+        return f"outside the range {allowed} of {component.kind} '{component.name}'"
+
+    return Field(float if kind is float else kind, default, within)
 
 
 def known_component(registry: Registry, kind: str, name: Any, where: Where) -> Component:

@@ -21,7 +21,7 @@ from kdsweep.study.schema import (
     Field,
     Where,
     check_value,
-    field_for_default,
+    field_for_param,
     known_component,
     positive,
 )
@@ -70,12 +70,14 @@ class _SpaceParser:
         for name in self._possible_names(tree["loss"]["name"], search_raw, "loss.name", "loss"):
             if name not in self.registry.names("loss"):
                 continue  # reported when the choices are checked
-            for key, default in self.registry.get("loss", name).params.items():
-                found.setdefault(f"loss.{key}", field_for_default(default))
+            loss = self.registry.get("loss", name)
+            for key in loss.params:
+                found.setdefault(f"loss.{key}", field_for_param(loss, key))
         for name in tree["loss"]["add"]:
             found[f"loss.add.{name}.weight"] = WEIGHT_FIELD
-            for key, default in self.registry.get("loss", name).params.items():
-                found[f"loss.add.{name}.{key}"] = field_for_default(default)
+            term = self.registry.get("loss", name)
+            for key in term.params:
+                found[f"loss.add.{name}.{key}"] = field_for_param(term, key)
         for target in SCHEDULE_TARGETS:
             path = f"schedule.{target}.name"
             found[path] = Field(str)
@@ -83,8 +85,9 @@ class _SpaceParser:
             for name in self._possible_names(fixed, search_raw, path, None):
                 if name not in self.registry.names("schedule"):
                     continue
-                for key, default in self.registry.get("schedule", name).params.items():
-                    found.setdefault(f"schedule.{target}.{key}", field_for_default(default))
+                schedule = self.registry.get("schedule", name)
+                for key in schedule.params:
+                    found.setdefault(f"schedule.{target}.{key}", field_for_param(schedule, key))
         return found
 
     @staticmethod

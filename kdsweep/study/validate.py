@@ -18,6 +18,7 @@ from typing import Any
 from kdsweep.errors import UnknownComponentError
 from kdsweep.plugin.registry import Registry, Training
 from kdsweep.study.goals import GoalError, parse_constraints, parse_objectives
+from kdsweep.study.schedule_values import check_schedule_values
 from kdsweep.study.schema import (
     MODEL_FIELDS,
     SCHEDULE_TARGETS,
@@ -30,7 +31,7 @@ from kdsweep.study.schema import (
     Field,
     Where,
     check_value,
-    field_for_default,
+    field_for_param,
     known_component,
 )
 from kdsweep.study.space import parse_search_space
@@ -100,6 +101,7 @@ class _Validator:
             "schedule": self._schedules(raw.get("schedule", {})),
         }
         search = parse_search_space(self.path, self.registry, raw.get("search", {}), tree)
+        check_schedule_values(Where(self.path, "schedule"), self.registry, tree, search)
         return Study(self.path, settings, tree, search, self.registry)
 
     def _fixed(
@@ -257,7 +259,7 @@ class _Validator:
                     f"{kind} '{name}' has no param '{key}'{did_you_mean(key, component.params)}"
                     f" (its params: {declared})"
                 )
-            values[key] = check_value(value, field_for_default(component.params[key]), key_where)
+            values[key] = check_value(value, field_for_param(component, key), key_where)
         return values
 
     def _schedules(self, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,20 +2,27 @@
 
 A teacher is trained once per (dataset content, model, width, training settings, seed,
 plugin versions) and reused by later trials and later runs. Files are written to a
-temporary name and renamed, so a killed process never leaves a half-written entry.
+temporary name and renamed, so a killed process never leaves a half-written entry. An
+entry that cannot be read (truncated, edited, a foreign file in its place) is named in
+one warning, moved aside and rebuilt. Processes on one host that need the same entry
+take its lock: one trains it, the others wait and load it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from kdsweep.errors import warn
 from kdsweep.plugin.types import DataSplits
 
 CACHE_FORMAT = 1
@@ -53,12 +60,42 @@ class ModelCache:
         self.root = Path(root)
 
     def load(self, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-        """The cached state dict and record, or ``None``."""
+        """The cached state dict and record, or ``None`` (also for an entry that cannot be
+        read, which is then moved aside)."""
         record_path, weights_path = self._path(kind, key, ".json"), self._path(kind, key, ".pt")
         if not record_path.is_file() or not weights_path.is_file():
             return None
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        return state, json.loads(record_path.read_text())
+        try:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            record = json.loads(record_path.read_text())
+            if not isinstance(state, dict) or not isinstance(record.get("metrics"), dict):
+                raise ValueError("not a kdsweep cache entry")
+        except Exception as exc:
+            self.discard(kind, key, f"{type(exc).__name__}: {exc}")
+            return None
+        return state, record
+
+    def discard(self, kind: str, key: str, reason: str) -> None:
+        """Move an unusable entry aside (``*.corrupt-<time>``), with one warning line."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for suffix in (".pt", ".json"):
+            path = self._path(kind, key, suffix)
+            if path.exists():
+                path.replace(path.with_name(f"{path.name}.corrupt-{stamp}"))
+        first_line = " ".join(reason.split())[:300]
+        warn(
+            f"{self._path(kind, key, '.pt')}: unusable cache entry ({first_line}): moved "
+            "aside, it is trained again"
+        )
+
+    @contextmanager
+    def lock(self, kind: str, key: str) -> Iterator[None]:
+        """Hold the entry's lock: processes on this host that need it train it once."""
+        path = self._path(kind, key, ".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+            yield
 
     def store(
         self, kind: str, key: str, record: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]

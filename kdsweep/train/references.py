@@ -8,6 +8,7 @@ loaded and evaluated.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from torch import nn
 
@@ -135,11 +136,36 @@ class References:
     ) -> tuple[nn.Module, ModelRecord]:
         key = self._key(kind, choice, train)
         model = self.models.build(kind, choice, f"[{kind}] width", seed=train.seed)
+        with self.cache.lock(cache_kind, key):  # concurrent processes train it once
+            cached = self._cached(model, cache_kind, key)
+            if cached is not None:
+                return model, cached
+            metrics = self._fit(model, choice, train, on_epoch)
+            self.cache.store(cache_kind, key, {"metrics": metrics}, model.state_dict())
+        return model, ModelRecord(**metrics, key=key, cached=False)
+
+    def _cached(self, model: nn.Module, cache_kind: str, key: str) -> ModelRecord | None:
+        """The cached record, with the cached weights loaded into ``model``; ``None`` (the
+        entry moved aside) when the cache has none that fits."""
         cached = self.cache.load(cache_kind, key)
-        if cached is not None:
-            state, record = cached
+        if cached is None:
+            return None
+        state, record = cached
+        try:
             model.load_state_dict(state)
-            return model, ModelRecord(**{**record["metrics"], "key": key, "cached": True})
+            return ModelRecord(**{**record["metrics"], "key": key, "cached": True})
+        except Exception as exc:
+            self.cache.discard(cache_kind, key, f"{type(exc).__name__}: {exc}")
+            return None
+
+    def _fit(
+        self,
+        model: nn.Module,
+        choice: ModelChoice,
+        train: TrainSettings,
+        on_epoch: EpochCallback | None,
+    ) -> dict[str, Any]:
+        """Train a reference model on labels alone; its metrics as the cache keeps them."""
         lr_schedule = bound_schedule(self.registry, self.base, "lr")
         result = fit(model, self.data, Recipe(train, LABEL_LOSS, lr_schedule), on_epoch=on_epoch)
         metrics = {
@@ -150,5 +176,4 @@ class References:
             "params": result.params,
             "train_time_s": result.train_time_s,
         }
-        self.cache.store(cache_kind, key, {"metrics": metrics}, model.state_dict())
-        return model, ModelRecord(**metrics, key=key, cached=False)
+        return metrics

@@ -49,5 +49,6 @@ def kdsweep_register_datasets(registry: Registry) -> None:
         "digits",
         load_digits,
         params={"val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 0},
+        ranges={"val_fraction": "(0, 1)", "test_fraction": "(0, 1)", "split_seed": "[0, inf)"},
         default=True,
     )

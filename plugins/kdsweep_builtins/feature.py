@@ -94,5 +94,6 @@ def kdsweep_register_losses(registry: Registry) -> None:
         "at",
         attention_transfer_loss,
         params={"student_layer": "", "teacher_layer": "", "p": 2.0},
+        ranges={"p": "(0, inf)"},
         layers=LAYERS,
     )

@@ -18,6 +18,7 @@ import torch
 from kdsweep.plugin import DataSplits, Registry, hookimpl
 
 COMMON = {"root": "data", "download": False, "val_fraction": 0.1, "split_seed": 0, "limit": 0}
+RANGES = {"val_fraction": "(0, 1)", "split_seed": "[0, inf)", "limit": "[0, inf)"}
 
 
 def _split(
@@ -198,10 +199,10 @@ def load_image_folder(
 @hookimpl
 def kdsweep_register_datasets(registry: Registry) -> None:
     """Register the torchvision datasets and ``image_folder``."""
-    registry.add_dataset("mnist", load_mnist, params=COMMON)
-    registry.add_dataset("fashion_mnist", load_fashion_mnist, params=COMMON)
-    registry.add_dataset("cifar10", load_cifar10, params=COMMON)
-    registry.add_dataset("cifar100", load_cifar100, params=COMMON)
+    registry.add_dataset("mnist", load_mnist, params=COMMON, ranges=RANGES)
+    registry.add_dataset("fashion_mnist", load_fashion_mnist, params=COMMON, ranges=RANGES)
+    registry.add_dataset("cifar10", load_cifar10, params=COMMON, ranges=RANGES)
+    registry.add_dataset("cifar100", load_cifar100, params=COMMON, ranges=RANGES)
     registry.add_dataset(
         "image_folder",
         load_image_folder,
@@ -212,5 +213,11 @@ def kdsweep_register_datasets(registry: Registry) -> None:
             "val_fraction": 0.1,
             "test_fraction": 0.1,
             "split_seed": 0,
+        },
+        ranges={
+            "image_size": "[1, inf)",
+            "val_fraction": "(0, 1)",
+            "test_fraction": "(0, 1)",
+            "split_seed": "[0, inf)",
         },
     )

@@ -11,6 +11,12 @@ import torch.nn.functional as F
 
 from kdsweep.plugin import LossBatch, Registry, hookimpl
 
+# The allowed values of the response-based losses' params (checked before training).
+TEMPERATURE = "(0, inf)"
+WEIGHT = "[0, 1]"  # alpha: the share of the distillation term
+NON_NEGATIVE = "[0, inf)"
+RESPONSE_RANGES = {"temperature": TEMPERATURE, "alpha": WEIGHT}
+
 
 def cross_entropy_loss(batch: LossBatch) -> torch.Tensor:
     """Label cross-entropy alone: the student trained without distillation."""
@@ -119,15 +125,29 @@ def dist_loss(
 def kdsweep_register_losses(registry: Registry) -> None:
     """Register ``ce``, ``kd``, ``hard_kd``, ``dkd`` and ``dist``."""
     registry.add_loss("ce", cross_entropy_loss, needs_teacher=False)
-    registry.add_loss("kd", kd_loss, params={"temperature": 4.0, "alpha": 0.9}, default=True)
-    registry.add_loss("hard_kd", hard_kd_loss, params={"alpha": 0.5})
+    registry.add_loss(
+        "kd",
+        kd_loss,
+        params={"temperature": 4.0, "alpha": 0.9},
+        ranges=RESPONSE_RANGES,
+        default=True,
+    )
+    registry.add_loss("hard_kd", hard_kd_loss, params={"alpha": 0.5}, ranges={"alpha": WEIGHT})
     registry.add_loss(
         "dkd",
         dkd_loss,
         params={"temperature": 4.0, "alpha": 1.0, "beta": 8.0, "ce_weight": 1.0},
+        ranges={
+            "temperature": TEMPERATURE,
+            **dict.fromkeys(("alpha", "beta", "ce_weight"), NON_NEGATIVE),
+        },
     )
     registry.add_loss(
         "dist",
         dist_loss,
         params={"temperature": 4.0, "beta": 2.0, "gamma": 2.0, "ce_weight": 1.0},
+        ranges={
+            "temperature": TEMPERATURE,
+            **dict.fromkeys(("beta", "gamma", "ce_weight"), NON_NEGATIVE),
+        },
     )

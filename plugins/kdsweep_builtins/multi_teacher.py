@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from kdsweep.plugin import LossBatch, Registry, hookimpl
-from kdsweep_builtins.losses import check_temperature
+from kdsweep_builtins.losses import NON_NEGATIVE, RESPONSE_RANGES, check_temperature
 
 MAX_TEACHERS = 4
 
@@ -54,5 +54,9 @@ def kdsweep_register_losses(registry: Registry) -> None:
             "temperature": 4.0,
             "alpha": 0.9,
             **{f"weight_{i}": 1.0 for i in range(MAX_TEACHERS)},
+        },
+        ranges={
+            **RESPONSE_RANGES,
+            **{f"weight_{i}": NON_NEGATIVE for i in range(MAX_TEACHERS)},
         },
     )

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kdsweep.plugin import LossBatch, Registry, hookimpl
-from kdsweep_builtins.losses import check_temperature
+from kdsweep_builtins.losses import RESPONSE_RANGES, check_temperature
 
 
 def dml_loss(
@@ -42,5 +42,6 @@ def kdsweep_register_losses(registry: Registry) -> None:
         "dml",
         dml_loss,
         params={"peers": 2, "temperature": 1.0, "alpha": 0.5},
+        ranges={"peers": "[2, inf)", **RESPONSE_RANGES},
         training="mutual",
     )

@@ -85,6 +85,7 @@ def kdsweep_register_losses(registry: Registry) -> None:
             "distance_weight": 1.0,
             "angle_weight": 2.0,
         },
+        ranges={"distance_weight": "[0, inf)", "angle_weight": "[0, inf)"},
         layers=LAYERS,
     )
     registry.add_loss(

@@ -82,9 +82,16 @@ def kdsweep_register_schedules(registry: Registry) -> None:
     """Register the built-in schedules."""
     registry.add_schedule("constant", constant)
     registry.add_schedule("linear", linear, params={"floor": 1.0})
-    registry.add_schedule("exponential", exponential, params={"floor": 1.0})
+    registry.add_schedule(
+        "exponential", exponential, params={"floor": 1.0}, ranges={"floor": "(0, inf)"}
+    )
     registry.add_schedule("cosine", cosine, params={"floor": 0.0})
-    registry.add_schedule("step", step, params={"gamma": 0.1, "step_size": 10})
+    registry.add_schedule(
+        "step",
+        step,
+        params={"gamma": 0.1, "step_size": 10},
+        ranges={"gamma": "(0, inf)", "step_size": "[1, inf)"},
+    )
     registry.add_schedule(
         "multistep", multistep, params={"milestones": "150,180,210", "gamma": 0.1}
     )
@@ -92,4 +99,5 @@ def kdsweep_register_schedules(registry: Registry) -> None:
         "onecycle",
         onecycle,
         params={"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1e4},
+        ranges={"pct_start": "[0, 1]", "div_factor": "(0, inf)", "final_div_factor": "(0, inf)"},
     )

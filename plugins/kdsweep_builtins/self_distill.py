@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from kdsweep.plugin import LossBatch, Registry, hookimpl
-from kdsweep_builtins.losses import kd_loss
+from kdsweep_builtins.losses import RESPONSE_RANGES, kd_loss
 
 
 def self_distill_loss(
@@ -27,5 +27,6 @@ def kdsweep_register_losses(registry: Registry) -> None:
         "self_distill",
         self_distill_loss,
         params={"generations": 2, "temperature": 4.0, "alpha": 0.9},
+        ranges={"generations": "[1, inf)", **RESPONSE_RANGES},
         training="generations",
     )
