@@ -186,7 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     ui = commands.add_parser("ui", help="open the MLflow UI on a study's tracking store")
     ui.add_argument("study", nargs="?", help="study file whose results to show")
     ui.add_argument("--results", help="results folder (default: ./results)")
-    ui.add_argument("--tracking-uri", help="MLflow tracking URI to show instead")
+    ui.add_argument(
+        "--tracking-uri",
+        default=os.environ.get(TRACKING_ENV),
+        help=f"MLflow tracking URI to show instead (default: ${TRACKING_ENV})",
+    )
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=_cmd_ui)

@@ -3,20 +3,23 @@ Workers starting together race to create the tables: the loser tries again."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from kdsweep.errors import KdsweepError, RunFailure, environment_cause
 from kdsweep.run.locations import StudyLocations
 from kdsweep.run.plan import Plan
-from kdsweep.search.study import open_study
+from kdsweep.search.study import create_optuna_schema, open_study
 from kdsweep.text import redact_url
-from kdsweep.track.tracker import Tracker
+from kdsweep.track.tracker import Tracker, create_mlflow_schema
 
 T = TypeVar("T")
 
@@ -65,6 +68,8 @@ def open_stores(plan: Plan) -> tuple[Any, Tracker]:
     for url in (locations.storage, locations.tracking_uri):
         check_reachable(url)
     locations.results.mkdir(parents=True, exist_ok=True)
+    create_sqlite_atomically(locations.storage, create_optuna_schema)
+    create_sqlite_atomically(locations.tracking_uri, create_mlflow_schema)
     optuna_study = retrying(
         lambda: open_study(settings, locations.storage, plan.sampler),
         f"Optuna storage {redact_url(locations.storage)}",
@@ -76,15 +81,36 @@ def open_stores(plan: Plan) -> tuple[Any, Tracker]:
     return optuna_study, tracker
 
 
+def create_sqlite_atomically(url: str, create_schema: Callable[[str], None]) -> None:
+    """A new SQLite store made whole or not at all: its tables are created in a file of
+    its own, which then takes the store's name (unless another process's did first). A
+    store half-created on a full disk could not be opened again."""
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url.removeprefix("sqlite:///"))
+    if path.exists():
+        return
+    fresh = path.with_name(f".{path.name}.{os.getpid()}.new")
+    try:
+        create_schema(f"sqlite:///{fresh}")
+        with contextlib.suppress(FileExistsError):  # another process created it first
+            os.link(fresh, path)
+    finally:
+        fresh.unlink(missing_ok=True)
+
+
 def retrying(create: Callable[[], T], what: str, attempts: int = 4) -> T:
     """``create()``, tried again after a short random pause when it fails; then an error
-    naming ``what`` (with any password hidden)."""
+    naming ``what`` (with any password hidden). A full disk, a read-only folder or an
+    unreachable server is not tried again."""
     for attempt in range(attempts):
         try:
             return create()
         except KdsweepError:
             raise
         except Exception as exc:
+            if environment_cause(exc) is not None:
+                raise
             if attempt == attempts - 1:
                 cause = redact_url(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
                 raise KdsweepError(

@@ -28,6 +28,11 @@ def open_study(
     )
 
 
+def create_optuna_schema(url: str) -> None:
+    """Create Optuna's tables in the (new, empty) database at ``url``."""
+    optuna.storages.RDBStorage(url).engine.dispose()
+
+
 def load_existing(name: str, storage: str) -> optuna.Study | None:
     """The study ``name`` in ``storage`` for reading, or ``None`` if it has none (a SQLite
     file that does not exist is not created)."""

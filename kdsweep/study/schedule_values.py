@@ -1,6 +1,6 @@
 """The values a schedule moves a param to, checked before training: a schedule whose
-floor (or any param) takes the temperature below 0, alpha out of [0, 1] or the learning
-rate to 0 would fail (or mislead) every trial after the teacher has trained.
+floor (or any param) takes the temperature to 0 or below, alpha out of [0, 1] or the
+learning rate below 0 would fail (or mislead) every trial after the teacher has trained.
 
 Each schedule is evaluated at every epoch for the extremes of what the study may use: the
 fixed or searched base value, the schedule's fixed or searched params, the epochs.
@@ -18,7 +18,8 @@ from kdsweep.plugin.registry import Registry
 from kdsweep.study.schema import SCHEDULE_TARGETS, Where
 from kdsweep.study.space import Dimension
 
-POSITIVE = Range(0.0, math.inf, low_open=True, high_open=True)  # the learning rate
+# The learning rate: a schedule may end at 0 (cosine annealing does), never below.
+LEARNING_RATE = Range(0.0, math.inf, high_open=True)
 MAX_CORNERS = 512  # combinations of extremes evaluated per schedule
 
 
@@ -61,7 +62,7 @@ def _targets(
 ) -> list[tuple[Range, list[Any], str]]:
     """(allowed range, base values, what it is) of what the schedule of ``target`` moves."""
     if target == "lr":
-        return [(POSITIVE, extremes("train.lr", tree["train"]["lr"]), "train.lr")]
+        return [(LEARNING_RATE, extremes("train.lr", tree["train"]["lr"]), "train.lr")]
     found = []
     for loss_name in extremes("loss.name", tree["loss"]["name"]):
         loss = registry.get("loss", loss_name)

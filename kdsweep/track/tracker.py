@@ -156,3 +156,10 @@ def _metrics(values: Mapping[str, float], step: int) -> list[Any]:
 
     now = int(time.time() * 1000)
     return [Metric(k, float(v), now, step) for k, v in values.items()]
+
+
+def create_mlflow_schema(url: str) -> None:
+    """Create MLflow's tables in the (new, empty) database at ``url``."""
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=url).search_experiments(max_results=1)

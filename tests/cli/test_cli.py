@@ -71,3 +71,33 @@ def test_bad_width_fails_before_training(write_study, tmp_path, capsys) -> None:
     error = capsys.readouterr().err
     assert "[student] width / [search] width = 2.5" in error and "positive whole number" in error
     assert not (tmp_path / "r" / "cache").exists()  # no model was trained
+
+
+def test_command_line_counts_are_checked_before_anything_starts(write_study, tmp_path) -> None:
+    path = write_study()
+    for flags, culprit in (
+        (["--n-trials", "-1"], "--n-trials -1: must be >= 0"),
+        (["--timeout", "-5"], "--timeout -5.0: must be > 0"),
+        (["--workers", "0"], "--workers 0: must be >= 1"),
+        (["--jobs", "0"], "--jobs 0"),
+    ):
+        done = _run_cli("run", str(path), *flags, "--results", "r", cwd=tmp_path)
+        _assert_one_line_error(done, culprit)
+        assert not (tmp_path / "r").exists()
+
+
+def test_report_and_results_on_a_missing_results_folder(write_study, tmp_path) -> None:
+    path = write_study()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = _run_cli("report", str(path), "--results", str(tmp_path / "absent"), cwd=elsewhere)
+    _assert_one_line_error(done, "has no results in", "absent")
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import kdsweep; kdsweep.load_results({str(path)!r})"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert loaded.returncode == 1 and "has no results" in loaded.stderr
+    assert list(elsewhere.iterdir()) == [] and not (tmp_path / "absent").exists()  # nothing made

@@ -99,7 +99,7 @@ def test_study_records_every_trial_and_resumes(write_study, tmp_path: Path) -> N
     assert len(optuna.load_study(study_name="tiny", storage=storage).trials) == 5
 
 
-def test_a_failing_plugin_fails_its_trial_not_the_study(write_study, tmp_path: Path) -> None:
+def test_a_failing_plugin_fails_its_trial_not_the_study(write_study, tmp_path, capsys) -> None:
     (tmp_path / "exploding.py").write_text(
         "from kdsweep.plugin import hookimpl\n\n"
         "def explode(batch, temperature=4.0):\n"
@@ -115,7 +115,8 @@ def test_a_failing_plugin_fails_its_trial_not_the_study(write_study, tmp_path: P
         study={"plugins": ["exploding.py"], "baseline": False},
     )
     results = tmp_path / "results"
-    assert main(["run", str(path), "--results", str(results)]) == 0
+    assert main(["run", str(path), "--results", str(results)]) == 1  # no trial finished
+    assert "none of the 2 trials this run started finished" in capsys.readouterr().err
     _, runs = _runs_by_role(f"sqlite:///{results / 'mlflow.db'}", "tiny")
     assert len(runs["trial"]) == 2
     for run in runs["trial"]:
@@ -173,19 +174,21 @@ def kdsweep_register_losses(registry):
 
 
 @pytest.mark.parametrize(
-    ("loss", "state", "status", "reason"),
+    ("loss", "state", "status", "reason", "code"),
     [
-        ("nan_loss", "PRUNED", "KILLED", "training loss is nan at epoch 0"),
-        ("oom_loss", "FAIL", "FAILED", "CUDA out of memory"),
+        ("nan_loss", "PRUNED", "KILLED", "training loss is nan at epoch 0", 0),
+        ("oom_loss", "FAIL", "FAILED", "CUDA out of memory", 1),  # no trial finished: 1
     ],
 )
-def test_diverging_and_out_of_memory_trials(write_study, tmp_path, loss, state, status, reason):
+def test_diverging_and_out_of_memory_trials(
+    write_study, tmp_path, loss, state, status, reason, code
+):
     (tmp_path / "failing.py").write_text(FAILING_LOSSES)
     path = write_study(
         n_trials=2, loss=loss, search="", study={"plugins": ["failing.py"], "baseline": False}
     )
     results = tmp_path / "results"
-    assert main(["run", str(path), "--results", str(results)]) == 0
+    assert main(["run", str(path), "--results", str(results)]) == code
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{results / 'optuna.db'}")
     assert [t.state.name for t in study.trials] == [state, state]  # the next trial still ran
     _, runs = _runs_by_role(f"sqlite:///{results / 'mlflow.db'}", "tiny")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from kdsweep.errors import PluginError, UnknownComponentError
@@ -92,3 +94,19 @@ def test_training_modes_are_checked_at_registration() -> None:
         registry.add_loss("dml", lambda batch: batch, training="peer", params={"peers": 2})
     registry.add_loss("dml", lambda batch: batch, training="mutual", params={"peers": 2})
     assert registry.get("loss", "dml").training is Training.MUTUAL
+
+
+def test_ranges_are_declared_next_to_defaults_and_checked_at_registration() -> None:
+    registry = Registry()
+    registry.add_loss("kd", lambda batch: batch, params={"t": 4.0}, ranges={"t": "(0, inf)"})
+    (allowed,) = registry.get("loss", "kd").ranges.values()
+    assert 4.0 in allowed and 0.0 not in allowed and str(allowed) == "(0, inf)"
+    for params, ranges, message in (
+        ({"t": 4.0}, {"t": "0 to 1"}, "is not an interval"),
+        ({"t": 4.0}, {"t": "[0, 1]"}, "default 4.0 outside its range [0, 1]"),
+        ({"t": "x"}, {"t": "[0, 1]"}, "not a declared numeric param"),
+        ({}, {"u": "[0, 1]"}, "not a declared numeric param"),
+        ({"t": 4.0}, {"t": "[2, 1]"}, "empty interval"),
+    ):
+        with pytest.raises(PluginError, match=re.escape(message)):
+            Registry().add_loss("bad", lambda batch: batch, params=params, ranges=ranges)

@@ -77,6 +77,40 @@ def test_searching_the_loss_admits_params_of_each_choice(write_study, registry) 
 
 
 BAD_STUDIES = [
+    # values that would only fail (or mislead) after the teacher trained
+    (
+        "[study]\nname = 'x'\n[loss]\ntemperature = 0.0\n",
+        r"temperature = 0.0: outside the range \(0, inf\) of loss 'kd'",
+    ),
+    ("[study]\nname = 'x'\n[loss]\ntemperature = -4.0\n", r"outside the range \(0, inf\)"),
+    (
+        "[study]\nname = 'x'\n[loss]\nalpha = 5.0\n",
+        r"\[loss\] alpha = 5.0: outside the range \[0, 1\]",
+    ),
+    (
+        "[study]\nname = 'x'\n[search]\ntemperature = { low = -4.0, high = -1.0 }\n",
+        r"\[search\] temperature.low = -4.0: outside the range \(0, inf\)",
+    ),
+    (
+        "[study]\nname = 'x'\n[schedule]\ntemperature = { name = 'linear', floor = -5.0 }\n",
+        r"\[schedule\] temperature: schedule 'linear' \(floor = -5.0\) takes loss 'kd' temperature "
+        r"from 4.0 to .* outside its range \(0, inf\)",
+    ),
+    (
+        "[study]\nname = 'x'\n[schedule]\nlr = { name = 'linear', floor = -1.0 }\n",
+        r"takes train.lr from 0.05 to .* outside its range \[0, inf\)",
+    ),
+    (
+        "[study]\nname = 'x'\n[schedule]\ntemperature = 'exponential'\n"
+        "[search]\n'schedule.temperature.floor' = { low = -1.0, high = 2.0 }\n",
+        r"schedule.temperature.floor.low = -1.0: outside the range \(0, inf\)",
+    ),
+    ("[study]\nname = 'x'\nseed = -1\n", r"\[study\] seed = -1: must be >= 0"),
+    # study names become folders, Optuna studies and MLflow experiments
+    ("[study]\nname = '../../../tmp/x'\n", r"\[study\] name = '../../../tmp/x': must be 1 to 100"),
+    ("[study]\nname = ''\n", r"\[study\] name = '': must be 1 to 100"),
+    ('[study]\nname = "it\'s"\n', r"\[study\] name = \"it's\": must be"),
+    (f"[study]\nname = '{'x' * 5000}'\n", r"must be 1 to 100 letters"),
     (
         "[study]\nname = 'x'\n[train]\nepohcs = 3\n",
         r"\[train\] epohcs: unknown key; did you mean 'epochs'\?",
@@ -96,7 +130,7 @@ BAD_STUDIES = [
         r"empty or inverted range",
     ),
     (
-        "[study]\nname = 'x'\n[search]\ntemperature = { low = 0.0, high = 1.0, log = true }\n",
+        "[study]\nname = 'x'\n[search]\nalpha = { low = 0.0, high = 1.0, log = true }\n",
         r"log scale needs low > 0",
     ),
     (
@@ -136,6 +170,18 @@ def test_bad_study_names_file_key_and_value(write_study, registry, text, match) 
         _load(path, registry)
     assert str(info.value).startswith(f"{path}: ")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [bytes(range(256)), "[study]\nname = 'u'\n".encode("utf-16"), b"[study]\nname = '\xe9'\n"],
+    ids=["binary", "utf-16", "latin-1"],
+)
+def test_a_study_file_that_is_not_utf8_is_one_clear_error(tmp_path, content) -> None:
+    path = tmp_path / "odd.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=r"odd.toml: not UTF-8 text \(byte 0x[0-9a-f]{2} at"):
+        read_study_file(path)
 
 
 def test_invalid_toml_and_missing_file(tmp_path, write_study) -> None:
