@@ -101,7 +101,7 @@ TRAIN_FIELDS = {
     "momentum": Field(float, TrainSettings.momentum, fraction),
     "weight_decay": Field(float, TrainSettings.weight_decay, non_negative),
     "optimizer": Field(str, TrainSettings.optimizer, one_of(OPTIMIZERS)),
-    "seed": Field(int, TrainSettings.seed),
+    "seed": Field(int, TrainSettings.seed, non_negative),
     "warmup_epochs": Field(int, TrainSettings.warmup_epochs, non_negative),
     "augment": Field(str, TrainSettings.augment, one_of(AUGMENTATIONS)),
     "crop_padding": Field(int, TrainSettings.crop_padding, non_negative),

@@ -93,7 +93,10 @@ def kdsweep_register_schedules(registry: Registry) -> None:
         ranges={"gamma": "(0, inf)", "step_size": "[1, inf)"},
     )
     registry.add_schedule(
-        "multistep", multistep, params={"milestones": "150,180,210", "gamma": 0.1}
+        "multistep",
+        multistep,
+        params={"milestones": "150,180,210", "gamma": 0.1},
+        ranges={"gamma": "(0, inf)"},
     )
     registry.add_schedule(
         "onecycle",

@@ -108,6 +108,8 @@ def test_three_workers_finish_exactly_n_trials(databases, tmp_path, write_study)
     complete = [t.number for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 6 and len(set(complete)) == 6
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials)
+    sampled = [t.params["loss.temperature"] for t in trials if t.state == TrialState.COMPLETE]
+    assert len(set(sampled)) == 6  # each worker samples from its own random stream
     runs = _trial_runs(tracking)
     numbers = sorted(int(r.data.tags["kdsweep.trial_number"]) for r in runs)
     assert numbers == sorted(complete)  # exactly one MLflow run per trial

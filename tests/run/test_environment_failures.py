@@ -21,20 +21,21 @@ def _mount_tmpfs(folder: Path, options: str) -> None:
         pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()[:200]}")
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    folder = tmp_path / "disk"
-    _mount_tmpfs(folder, "size=600k")
+def _tmpfs(tmp_path: Path, name: str, options: str):
+    folder = tmp_path / name
+    _mount_tmpfs(folder, options)
     yield folder
     subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    yield from _tmpfs(tmp_path, "disk", "size=600k")
 
 
 @pytest.fixture
 def read_only(tmp_path):
-    folder = tmp_path / "ro"
-    _mount_tmpfs(folder, "ro,size=1m")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=False)
+    yield from _tmpfs(tmp_path, "ro", "ro,size=1m")
 
 
 def _run(study: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
