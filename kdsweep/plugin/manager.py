@@ -23,10 +23,11 @@ from typing import Any
 
 import pluggy
 
-from kdsweep.errors import KdsweepError, PluginError
+from kdsweep.errors import KdsweepError, PluginError, warn
 from kdsweep.plugin import spec
 from kdsweep.plugin.registry import Origin, Registry, registering_for
 from kdsweep.project import NAME
+from kdsweep.text import did_you_mean
 
 DISABLE_ENV = "KDSWEEP_DISABLE_PLUGINS"
 HOOK_NAMES = (
@@ -81,8 +82,33 @@ def get_plugin_manager(
         plugins.manager.check_pending()
     except pluggy.PluginValidationError as exc:
         name = plugins.manager.get_name(exc.plugin) or "?"
-        raise PluginError(f"{plugins.origins.get(name, name)}: {exc}") from None
+        hint = _misspelt_hooks(exc.plugin)
+        raise PluginError(f"{plugins.origins.get(name, name)}: {exc}{hint}") from None
     return plugins
+
+
+def _misspelt_hooks(module: object) -> str:
+    """Did-you-mean for the module's functions named like a hook that is not one."""
+    hints = [
+        f"{name}{did_you_mean(name, HOOK_NAMES)}"
+        for name in dir(module)
+        if name.startswith(f"{NAME}_") and name not in HOOK_NAMES
+    ]
+    return f" ({'; '.join(hints)}; hooks: {', '.join(HOOK_NAMES)})" if hints else ""
+
+
+def _warn_if_empty(plugins: Plugins, module: object, origin: Origin) -> None:
+    """A plugin that implements no hook registers nothing: usually a forgotten
+    ``@hookimpl``, which pluggy would otherwise pass over in silence."""
+    if plugins.manager.get_hookcallers(module):
+        return
+    unmarked = [name for name in HOOK_NAMES if callable(getattr(module, name, None))]
+    reason = (
+        f"{', '.join(unmarked)} lack{'s' if len(unmarked) == 1 else ''} @hookimpl"
+        if unmarked
+        else "it implements no kdsweep hook"
+    )
+    warn(f"{origin} registers nothing: {reason}")
 
 
 def build_registry(plugins: Plugins) -> Registry:
@@ -170,6 +196,7 @@ def _register(plugins: Plugins, module: object, origin: Origin) -> None:
     except (ValueError, pluggy.PluginValidationError) as exc:
         raise PluginError(f"{origin} could not be registered: {exc}") from None
     plugins.origins[origin.plugin] = origin
+    _warn_if_empty(plugins, module, origin)
     for caller in plugins.manager.get_hookcallers(module) or ():
         for impl in caller.get_hookimpls():
             if impl.plugin_name == origin.plugin:

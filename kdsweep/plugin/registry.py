@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from kdsweep.errors import PluginError, UnknownComponentError
+from kdsweep.plugin.checks import checked_ranges, reserved_problem, signature_problem
 from kdsweep.plugin.ranges import Range
 from kdsweep.plugin.types import DatasetLoader, LossFn, ModelBuilder, ScheduleFn
 from kdsweep.text import did_you_mean
@@ -51,7 +52,8 @@ class Origin:
     version: str
 
     def __str__(self) -> str:
-        return f"plugin '{self.plugin}' ({self.distribution} {self.version})"
+        version = "" if self.version == "local" else f" {self.version}"  # a local file
+        return f"plugin '{self.plugin}' ({self.distribution}{version})"
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ class Registry:
                 layers=layers,
                 training=mode,
                 default=default,
-                ranges=_ranges(origin, name, params, ranges),
+                ranges=checked_ranges(origin, name, params, ranges),
             )
         )
 
@@ -195,7 +197,7 @@ class Registry:
         A value with no schedule in the study stays as set, so no default is needed.
         ``ranges`` as for :meth:`add_loss`."""
         params = dict(params or {})
-        checked = _ranges(_origin(), name, params, ranges)
+        checked = checked_ranges(_origin(), name, params, ranges)
         self._add(
             Component("schedule", name, schedule, _origin(), params, description, ranges=checked)
         )
@@ -213,7 +215,7 @@ class Registry:
         """Register a dataset: ``load(**params) -> DataSplits`` (``ranges`` as for
         :meth:`add_loss`)."""
         params = dict(params or {})
-        checked = _ranges(_origin(), name, params, ranges)
+        checked = checked_ranges(_origin(), name, params, ranges)
         self._add(
             Component(
                 "dataset",
@@ -272,6 +274,9 @@ class Registry:
                     f"{origin} declared param '{key}' of {kind} '{name}' with default "
                     f"{default!r}: defaults must be bool, int, float or str"
                 )
+        problem = reserved_problem(kind, component.params) or signature_problem(component)
+        if problem:
+            raise PluginError(f"{origin} registered {kind} '{name}': {problem}")
         existing = self._components[kind].get(name)
         if existing is not None:
             raise PluginError(
@@ -284,33 +289,6 @@ class Registry:
 
 def _origin() -> Origin:
     return _REGISTERING.get()
-
-
-def _ranges(
-    origin: Origin, name: str, params: Mapping[str, Any], ranges: Mapping[str, str] | None
-) -> dict[str, Range]:
-    """The declared ranges, each of a numeric param whose default lies in it."""
-    checked = {}
-    for param, text in (ranges or {}).items():
-        default = params.get(param)
-        if isinstance(default, bool) or not isinstance(default, int | float):
-            raise PluginError(
-                f"{origin} declared a range for '{param}' of '{name}', which is not a "
-                "declared numeric param"
-            )
-        try:
-            allowed = Range.parse(text)
-        except ValueError as exc:
-            raise PluginError(
-                f"{origin} declared the range of '{param}' of '{name}': {exc}"
-            ) from None
-        if default not in allowed:
-            raise PluginError(
-                f"{origin} declared '{param}' of '{name}' with default {default!r} outside "
-                f"its range {allowed}"
-            )
-        checked[param] = allowed
-    return checked
 
 
 def _first_doc_line(obj: object) -> str:

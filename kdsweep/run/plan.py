@@ -22,7 +22,7 @@ from kdsweep.study.schema import count_or_auto
 from kdsweep.study.study import Study
 from kdsweep.train.cache import ModelCache
 from kdsweep.train.checks import can_fuse, check_models, needs_teacher
-from kdsweep.train.fit import pick_device
+from kdsweep.train.device import pick_device
 from kdsweep.train.fused import SHARED_TRAIN_SETTINGS
 from kdsweep.train.trainer import StudyTrainer
 

@@ -20,6 +20,7 @@ from kdsweep.study.space import Dimension
 
 # The learning rate: a schedule may end at 0 (cosine annealing does), never below.
 LEARNING_RATE = Range(0.0, math.inf, high_open=True)
+WEIGHT = Range(0.0, math.inf, high_open=True)  # of an added loss term
 MAX_CORNERS = 512  # combinations of extremes evaluated per schedule
 
 
@@ -37,7 +38,7 @@ def check_schedule_values(
 
     epochs = [int(e) for e in extremes("train.epochs", tree["train"]["epochs"])]
     schedule_tree = tree["schedule"]
-    for target in SCHEDULE_TARGETS:
+    for target in dict.fromkeys([*SCHEDULE_TARGETS, *schedule_tree]):
         fixed_name = schedule_tree.get(target, {}).get("name")
         names = [n for n in extremes(f"schedule.{target}.name", fixed_name) if n]
         for allowed, bases, owner in _targets(target, registry, tree, extremes):
@@ -63,6 +64,16 @@ def _targets(
     """(allowed range, base values, what it is) of what the schedule of ``target`` moves."""
     if target == "lr":
         return [(LEARNING_RATE, extremes("train.lr", tree["train"]["lr"]), "train.lr")]
+    parts = target.split(".")
+    if parts[:2] == ["loss", "add"]:  # an added term's param or weight
+        name, key = parts[2], parts[3]
+        term, table = registry.get("loss", name), tree["loss"]["add"][name]
+        allowed = WEIGHT if key == "weight" else term.ranges.get(key)
+        if allowed is None:
+            return []
+        base = table.get(key, term.params.get(key))
+        return [(allowed, extremes(target, base), f"loss.add.{name}.{key}")]
+    target = parts[-1]  # temperature, alpha, or loss.<param> of the main loss
     found = []
     for loss_name in extremes("loss.name", tree["loss"]["name"]):
         loss = registry.get("loss", loss_name)

@@ -78,7 +78,7 @@ class _SpaceParser:
             term = self.registry.get("loss", name)
             for key in term.params:
                 found[f"loss.add.{name}.{key}"] = field_for_param(term, key)
-        for target in SCHEDULE_TARGETS:
+        for target in dict.fromkeys([*SCHEDULE_TARGETS, *tree["schedule"]]):
             path = f"schedule.{target}.name"
             found[path] = Field(str)
             fixed = tree["schedule"].get(target, {}).get("name")

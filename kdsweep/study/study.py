@@ -69,6 +69,8 @@ class Study:
         for path, value in (overrides or {}).items():
             section, *rest = path.split(".")
             node = tree[section]
+            if section == "schedule":  # schedule.<target>.<key>; a target may hold dots
+                rest = [".".join(rest[:-1]), rest[-1]]
             for key in rest[:-1]:
                 node = node.setdefault(key, {})  # e.g. a searched schedule the file leaves unset
             node[rest[-1]] = value

@@ -98,8 +98,8 @@ class _Validator:
                 **self._component(loss_raw, "loss", "name", None, Where(self.path, "loss")),
                 "add": added_losses,
             },
-            "schedule": self._schedules(raw.get("schedule", {})),
         }
+        tree["schedule"] = self._schedules(raw.get("schedule", {}), tree)
         search = parse_search_space(self.path, self.registry, raw.get("search", {}), tree)
         check_schedule_values(Where(self.path, "schedule"), self.registry, tree, search)
         return Study(self.path, settings, tree, search, self.registry)
@@ -262,9 +262,9 @@ class _Validator:
             values[key] = check_value(value, field_for_param(component, key), key_where)
         return values
 
-    def _schedules(self, given: Mapping[str, Any]) -> dict[str, Any]:
+    def _schedules(self, given: Mapping[str, Any], tree: Mapping[str, Any]) -> dict[str, Any]:
         """The schedules set; a target without one keeps its value for every epoch."""
-        targets = SCHEDULE_TARGETS
+        targets = schedulable(self.registry, tree)
         schedules = {}
         for target, value in given.items():
             where = Where(self.path, "schedule", target)
@@ -280,6 +280,22 @@ class _Validator:
                 )
             schedules[target] = self._component(table, "schedule", "name", None, where)
         return schedules
+
+
+def schedulable(registry: Registry, tree: Mapping[str, Any]) -> list[str]:
+    """What ``[schedule]`` may move: ``temperature``, ``alpha`` and ``lr``, any float
+    param of the main loss as ``loss.<param>``, and an added term's float params and
+    weight as ``loss.add.<term>.<param>`` and ``loss.add.<term>.weight``."""
+    main = registry.get("loss", tree["loss"]["name"])
+    targets = [*SCHEDULE_TARGETS, *(f"loss.{key}" for key in _float_params(main.params))]
+    for name in tree["loss"]["add"]:
+        term = registry.get("loss", name).params
+        targets += [f"loss.add.{name}.{key}" for key in ("weight", *_float_params(term))]
+    return targets
+
+
+def _float_params(params: Mapping[str, Any]) -> list[str]:
+    return [key for key, default in params.items() if isinstance(default, float)]
 
 
 def _join(prefix: str | None, key: str) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,28 +20,44 @@ from torch import nn
 from kdsweep.plugin.types import DataSplits, LossBatch
 from kdsweep.study.settings import TrainSettings
 from kdsweep.train.augment import make_augment
+from kdsweep.train.device import make_optimizer, memory_format, mixed_precision
 from kdsweep.train.features import FeatureTap
 
 # schedule(base, epoch, epochs) -> value in force during that epoch
 BoundSchedule = Callable[[float, int, int], float]
 
 
+WEIGHT = "weight"  # the key of a schedule that moves the term's weight (no param has it)
+
+
+@dataclass(frozen=True)
+class TermState:
+    """A term in force during one epoch: its weight and its params' values."""
+
+    weight: float
+    params: Mapping[str, Any]
+
+
 @dataclass(frozen=True)
 class LossTerm:
     """One loss with its param values, its weight in the training loss, and the schedules that
-    move some of its params per epoch."""
+    move some of its params (or, under :data:`WEIGHT`, its weight) per epoch."""
 
     fn: Callable[..., torch.Tensor]
     params: Mapping[str, Any] = field(default_factory=dict)
     weight: float = 1.0
     schedules: Mapping[str, BoundSchedule] = field(default_factory=dict)
 
-    def values_for(self, epoch: int, epochs: int) -> dict[str, Any]:
-        """The params in force during ``epoch``: scheduled ones moved, the rest as set."""
-        return {
-            key: self.schedules[key](value, epoch, epochs) if key in self.schedules else value
-            for key, value in self.params.items()
-        }
+    def at(self, epoch: int, epochs: int) -> TermState:
+        """The weight and params in force during ``epoch``: scheduled ones moved."""
+        weight = self.schedules.get(WEIGHT)
+        return TermState(
+            self.weight if weight is None else weight(self.weight, epoch, epochs),
+            {
+                key: self.schedules[key](value, epoch, epochs) if key in self.schedules else value
+                for key, value in self.params.items()
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -106,11 +122,15 @@ class DivergedError(ArithmeticError):
     """The training loss became NaN or infinite."""
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; any other name is passed to torch."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def diverged(loss: TrainingLoss, train_loss: float, epoch: int) -> DivergedError:
+    """The error of a loss that became NaN or infinite, naming the terms whose last value
+    was not finite (those that say: see ``train.loss_terms.CheckedLoss``)."""
+    labels = [getattr(term.fn, "non_finite_label", lambda: "")() for term in loss.terms]
+    named = ", ".join(label for label in labels if label)
+    return DivergedError(
+        f"training loss is {train_loss} at epoch {epoch}"
+        + (f" (not finite: {named})" if named else "")
+    )
 
 
 def count_params(model: nn.Module) -> int:
@@ -161,82 +181,22 @@ def accuracy(
     return (predictions == targets).float().mean().item()
 
 
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-}
-
-
-def optimizer_group(params: Iterable[nn.Parameter], settings: TrainSettings) -> dict[str, Any]:
-    """One optimizer param group with the options of ``settings``."""
-    group: dict[str, Any] = {
-        "params": list(params),
-        "lr": settings.lr,
-        "weight_decay": settings.weight_decay,
-    }
-    if settings.optimizer == "sgd":
-        group.update(momentum=settings.momentum, nesterov=settings.momentum > 0)
-    return group
-
-
-def make_optimizer(
-    groups: Sequence[tuple[Iterable[nn.Parameter], TrainSettings]],
-) -> torch.optim.Optimizer:
-    """One optimizer over several param groups, each with its own settings (lr, ...); all
-    groups must name the same optimizer."""
-    kinds = {settings.optimizer for _, settings in groups}
-    if len(kinds) != 1 or not kinds <= OPTIMIZERS.keys():
-        raise ValueError(f"one optimizer of {', '.join(OPTIMIZERS)} expected, got {kinds}")
-    param_groups = [optimizer_group(p, s) for p, s in groups]
-    devices = {p.device.type for group in param_groups for p in group["params"]}
-    # One fused kernel per step instead of a few per parameter (about a tenth of a small
-    # model's step on the CPU); torch has them for floating-point params on CPU and CUDA.
-    fused = devices <= {"cpu", "cuda"}
-    return OPTIMIZERS[kinds.pop()](param_groups, fused=fused)
-
-
-def mixed_precision(
-    settings: TrainSettings, device: torch.device
-) -> Callable[[], AbstractContextManager[Any]]:
-    """A factory of the context each forward pass runs in: bf16 autocast when
-    ``settings.precision`` asks for it (``auto``: on a CUDA device that supports bf16), else
-    none (fp32). Resolved once, so the step loop does not query the device."""
-    precision = settings.precision
-    if precision == "auto":
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        precision = "bf16" if cuda_bf16 else "fp32"
-    if precision == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext
-
-
-def memory_format(settings: TrainSettings, inputs: torch.Tensor) -> torch.memory_format:
-    """channels_last for image batches when asked for (``auto``: on CUDA), else contiguous."""
-    wanted = settings.memory_format
-    if wanted == "auto":
-        wanted = "channels_last" if inputs.device.type == "cuda" else "contiguous"
-    if wanted == "channels_last" and inputs.dim() == 4:
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def weighted_loss(
-    loss: TrainingLoss, values: Sequence[Mapping[str, Any]], batch: LossBatch
+    loss: TrainingLoss, states: Sequence[TermState], batch: LossBatch
 ) -> torch.Tensor:
-    """The training loss on ``batch``: its terms' weighted sum, with the params in force."""
+    """The training loss on ``batch``: its terms' weighted sum, as in force this epoch."""
     total = torch.zeros((), device=batch.student_logits.device)
-    for term, term_values in zip(loss.terms, values, strict=True):
-        total = total + term.weight * term.fn(batch, **term_values)
+    for term, state in zip(loss.terms, states, strict=True):
+        total = total + state.weight * term.fn(batch, **state.params)
     return total
 
 
 def scheduled_values(
-    loss: TrainingLoss, values: Sequence[Mapping[str, Any]], lr: float
+    loss: TrainingLoss, states: Sequence[TermState], lr: float
 ) -> dict[str, float]:
     """What an epoch report shows: the main loss's scheduled params in force, and the lr."""
     main = loss.terms[0]
-    return {**{k: float(v) for k, v in values[0].items() if k in main.schedules}, "lr": lr}
+    return {**{k: float(v) for k, v in states[0].params.items() if k in main.schedules}, "lr": lr}
 
 
 def even_batches(n_samples: int, batch_size: int) -> int:
@@ -311,7 +271,7 @@ def fit(
         _teacher_tap(teachers, loss) as teacher_tap,
     ):
         for epoch in range(settings.epochs):
-            values = [term.values_for(epoch, settings.epochs) for term in loss.terms]
+            values = [term.at(epoch, settings.epochs) for term in loss.terms]
             lr = learning_rate(settings, lr_schedule, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -350,7 +310,7 @@ def fit(
                     poll()
             train_loss = (loss_sum / n_train).item()
             if not math.isfinite(train_loss):
-                raise DivergedError(f"training loss is {train_loss} at epoch {epoch}")
+                raise diverged(loss, train_loss, epoch)
             val_accuracy = accuracy(models[0], data.val_x, data.val_y, settings)
             shown = scheduled_values(loss, values, lr)
             elapsed = time.perf_counter() - started - callback_time

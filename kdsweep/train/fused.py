@@ -27,9 +27,9 @@ from torch.func import functional_call, vmap
 from kdsweep.plugin.types import DataSplits, LossBatch
 from kdsweep.study.settings import TrainSettings
 from kdsweep.train.augment import make_augment
+from kdsweep.train.device import make_optimizer, memory_format, mixed_precision
 from kdsweep.train.fit import (
     BoundSchedule,
-    DivergedError,
     EpochCallback,
     EpochReport,
     FitResult,
@@ -37,11 +37,9 @@ from kdsweep.train.fit import (
     Teachers,
     TrainingLoss,
     count_params,
+    diverged,
     even_batches,
     learning_rate,
-    make_optimizer,
-    memory_format,
-    mixed_precision,
     scheduled_values,
     weighted_loss,
 )
@@ -218,7 +216,7 @@ def fit_group(
     n_batches = even_batches(n_train, first.batch_size)
     for epoch in range(first.epochs):
         epoch_started = time.perf_counter()
-        values = [[term.values_for(epoch, first.epochs) for term in m.loss.terms] for m in members]
+        values = [[term.at(epoch, first.epochs) for term in m.loss.terms] for m in members]
         rates = [learning_rate(m.settings, m.lr_schedule, epoch) for m in members]
         for member, lr in zip(members, rates, strict=True):
             optimizer.param_groups[member.position]["lr"] = lr
@@ -293,7 +291,7 @@ def _end_of_epoch(
 ) -> Exception | None:
     """Report the epoch to the member's callback; the exception that ends it, if any."""
     if not math.isfinite(train_loss):
-        return DivergedError(f"training loss is {train_loss} at epoch {epoch}")
+        return diverged(member.loss, train_loss, epoch)
     if member.on_epoch is None:
         return None
     shown = scheduled_values(member.loss, values, lr)

@@ -18,7 +18,7 @@ from kdsweep.plugin.registry import Component, Registry
 from kdsweep.plugin.types import FeatureShapes, LossBatch, split_layers
 from kdsweep.study.settings import ComponentChoice, TrialSettings
 from kdsweep.train.features import FeatureTap, LayerNotFoundError, layer_names
-from kdsweep.train.fit import BoundSchedule, LossTerm, TrainingLoss
+from kdsweep.train.fit import WEIGHT, BoundSchedule, LossTerm, TrainingLoss
 
 Term = tuple[Component, ComponentChoice]
 
@@ -99,21 +99,21 @@ def build_training_loss(
     terms: list[Term],
     shapes: FeatureShapes,
     device: torch.device,
-    schedules: dict[str, BoundSchedule],
+    schedules: list[dict[str, BoundSchedule]],
 ) -> TrainingLoss:
-    """The training loss: loss modules built (and moved to ``device``), ``schedules``
-    (target -> schedule) bound to the main loss's params of the same name."""
+    """The training loss: loss modules built (and moved to ``device``), each term with its
+    ``schedules`` (param, or ``WEIGHT``, -> schedule; see :func:`term_schedules`)."""
     built_terms, modules = [], []
     for position, (component, choice) in enumerate(terms):
         loss: Callable[..., torch.Tensor]
+        role = "main loss" if position == 0 else "added term"
         if inspect.isclass(component.factory) and issubclass(component.factory, nn.Module):
             module = _build_module(component, shapes, choice.params).to(device)
             modules.append(module)
-            loss = _reporting_errors(component, module)
+            loss = CheckedLoss(component, module, role)
         else:
-            loss = _reporting_errors(component, component.factory)
-        moved = {t: s for t, s in schedules.items() if t in choice.params} if position == 0 else {}
-        built_terms.append(LossTerm(loss, choice.params, choice.weight, moved))
+            loss = CheckedLoss(component, component.factory, role)
+        built_terms.append(LossTerm(loss, choice.params, choice.weight, schedules[position]))
     return TrainingLoss(
         terms=tuple(built_terms),
         student_layers=captured_layers(terms, "student"),
@@ -130,6 +130,47 @@ def _build_module(component: Component, shapes: FeatureShapes, params: dict[str,
             f"loss '{component.name}' ({component.origin}) could not be built: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
+
+
+class CheckedLoss:
+    """A loss term's callable, checked where a plugin's mistake would otherwise surface as
+    a bare PyTorch message: its exceptions name the loss and plugin, and its first result
+    must be a finite 0-dimensional tensor that requires grad (one host read per trial,
+    at the first batch). It keeps its last result (no host read) so that a diverged trial
+    can name the terms that are not finite."""
+
+    def __init__(self, component: Component, function: Callable[..., Any], role: str) -> None:
+        self.call = _reporting_errors(component, function)
+        self.label = f"{role} '{component.name}' ({component.origin})"
+        self.checked = False
+        self.last: Any = None
+
+    def __call__(self, batch: LossBatch, **params: Any) -> torch.Tensor:
+        value = self.call(batch, **params)
+        if not self.checked:
+            self._check_first(value)
+            self.checked = True
+        self.last = value
+        return value
+
+    def non_finite_label(self) -> str:
+        """The term's label when its last result was not finite, else ``""``."""
+        value = self.last
+        finite = isinstance(value, torch.Tensor) and bool(torch.isfinite(value.detach()).all())
+        return "" if finite else self.label
+
+    def _check_first(self, value: Any) -> None:
+        problem = None
+        if not isinstance(value, torch.Tensor):
+            problem = f"returned a {type(value).__name__}, not a tensor"
+        elif value.dim() != 0:
+            problem = f"returned a tensor of shape {tuple(value.shape)}, not a scalar (0-d)"
+        elif torch.is_grad_enabled() and not value.requires_grad:
+            problem = "returned a tensor that does not require grad (detached from the model)"
+        elif not bool(torch.isfinite(value.detach())):
+            problem = f"returned {float(value.detach())} at the first batch"
+        if problem:
+            raise PluginError(f"{self.label} {problem}: a loss returns a finite scalar tensor")
 
 
 def _reporting_errors(component: Component, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -166,7 +207,25 @@ def bound_schedule(
     return lambda base, epoch, epochs: schedule(base, epoch, epochs, **choice.params)
 
 
-def loss_schedules(registry: Registry, settings: TrialSettings) -> dict[str, BoundSchedule]:
-    """The schedules that move the main loss's params (every target but the lr)."""
-    bound = {t: bound_schedule(registry, settings, t) for t in settings.schedules if t != "lr"}
-    return {target: schedule for target, schedule in bound.items() if schedule is not None}
+def term_schedules(
+    registry: Registry, settings: TrialSettings, terms: list[Term]
+) -> list[dict[str, BoundSchedule]]:
+    """Per term, the schedules that move it: ``temperature`` and ``alpha`` (the main loss's
+    params of those names, when it has them), ``loss.<param>`` (the main loss),
+    ``loss.add.<term>.<param>`` and ``loss.add.<term>.weight`` (an added term)."""
+    positions = {choice.name: k for k, (_, choice) in enumerate(terms) if k > 0}
+    moved: list[dict[str, BoundSchedule]] = [{} for _ in terms]
+    for target in settings.schedules:
+        schedule = bound_schedule(registry, settings, target)
+        if target == "lr" or schedule is None:
+            continue
+        parts = target.split(".")
+        if len(parts) == 1:  # temperature, alpha
+            position, key = 0, target
+        elif parts[:2] == ["loss", "add"]:
+            position, key = positions[parts[2]], parts[3]
+        else:
+            position, key = 0, parts[1]
+        if key == WEIGHT or key in terms[position][1].params:
+            moved[position][key] = schedule
+    return moved

@@ -198,7 +198,7 @@ class StudyTrainer:
     ) -> TrainingLoss:
         shapes = loss_terms.feature_shapes(student, teacher, terms, self.data.train_x[:2])
         return loss_terms.build_training_loss(
-            terms, shapes, self.device, loss_terms.loss_schedules(self.registry, settings)
+            terms, shapes, self.device, loss_terms.term_schedules(self.registry, settings, terms)
         )
 
 

@@ -21,8 +21,9 @@ class FitNetLoss(nn.Module):
     """FitNets hint: MSE(connector(student layer), teacher layer).
 
     The connector, trained with the student, maps student channels to teacher channels:
-    a 1x1 convolution for feature maps, a linear map for vectors. A student map of another
-    spatial size is average-pooled to the teacher's.
+    a 1x1 convolution for feature maps, a linear map for vectors. Maps of different
+    spatial sizes are compared at the smaller one: the larger map is average-pooled down
+    (:func:`at_same_size`), never the smaller one stretched up.
     """
 
     def __init__(
@@ -38,7 +39,6 @@ class FitNetLoss(nn.Module):
                 "fitnet pairs a feature map with a feature map or a vector with a vector; got "
                 f"student {student_layer} {student_shape}, teacher {teacher_layer} {teacher_shape}"
             )
-        self.spatial = tuple(teacher_shape[1:])
         self.connector = (
             nn.Conv2d(student_shape[0], teacher_shape[0], kernel_size=1, bias=False)
             if len(student_shape) == 3
@@ -51,10 +51,22 @@ class FitNetLoss(nn.Module):
         student_layer: str = "penultimate",
         teacher_layer: str = "penultimate",
     ) -> torch.Tensor:
-        student = batch.student_features[student_layer]
-        if student.dim() == 4 and tuple(student.shape[2:]) != self.spatial:
-            student = F.adaptive_avg_pool2d(student, self.spatial)
-        return F.mse_loss(self.connector(student), batch.teacher_features[teacher_layer])
+        student = self.connector(batch.student_features[student_layer])
+        teacher = batch.teacher_features[teacher_layer]
+        if student.dim() == 4:
+            student, teacher = at_same_size(student, teacher)
+        return F.mse_loss(student, teacher)
+
+
+def at_same_size(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Two (B, C, H, W) maps at the smaller spatial size of the two: the larger one is
+    average-pooled down, as the reference implementations of FitNets and AT do (pooling
+    keeps each output cell the mean of the input cells it covers; stretching the smaller
+    map up would compare invented detail)."""
+    if student.shape[2:] == teacher.shape[2:]:
+        return student, teacher
+    size = tuple(min(s, t) for s, t in zip(student.shape[2:], teacher.shape[2:], strict=True))
+    return F.adaptive_avg_pool2d(student, size), F.adaptive_avg_pool2d(teacher, size)
 
 
 def attention_map(features: torch.Tensor, p: float = 2.0) -> torch.Tensor:
@@ -75,8 +87,7 @@ def attention_transfer_loss(
     total = torch.zeros((), device=batch.student_logits.device)
     for s_name, t_name in zip(student_layers, teacher_layers, strict=True):
         student, teacher = batch.student_features[s_name], batch.teacher_features[t_name]
-        if student.shape[2:] != teacher.shape[2:]:
-            student = F.adaptive_avg_pool2d(student, teacher.shape[2:])
+        student, teacher = at_same_size(student, teacher)
         total = total + (attention_map(student, p) - attention_map(teacher, p)).pow(2).mean()
     return total
 

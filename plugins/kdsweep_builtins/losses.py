@@ -73,18 +73,20 @@ def dkd_loss(
     check_temperature(temperature)
     student, teacher = batch.student_logits / temperature, batch.teacher_logits / temperature
     target = F.one_hot(batch.targets, student.shape[1]).bool()
-    p_student, p_teacher = student.softmax(dim=1), teacher.softmax(dim=1)
-    binary_student = torch.stack(
-        [p_student[target], p_student.masked_fill(target, 0).sum(dim=1)], dim=1
+    # The binary (target, rest) distributions in log space, by log-sum-exp: log p_target
+    # = z_t - lse(z), log(1 - p_target) = lse(z_rest) - lse(z). Summing probabilities and
+    # taking the log, as the authors' code does, underflows once (max z - z_t) / T > ~95.
+    tckd = F.kl_div(
+        _target_rest_log_probs(student, target),
+        _target_rest_log_probs(teacher, target),
+        log_target=True,
+        reduction="batchmean",
     )
-    binary_teacher = torch.stack(
-        [p_teacher[target], p_teacher.masked_fill(target, 0).sum(dim=1)], dim=1
-    )
-    tckd = F.kl_div(binary_student.log(), binary_teacher, reduction="batchmean")
-    # Masking the target logit out leaves the softmax over the non-target classes.
+    # The distribution over the non-target classes: the target column left out.
+    rest = student.shape[1] - 1
     nckd = F.kl_div(
-        F.log_softmax(student.masked_fill(target, -1e9), dim=1),
-        F.log_softmax(teacher.masked_fill(target, -1e9), dim=1),
+        F.log_softmax(student[~target].view(-1, rest), dim=1),
+        F.log_softmax(teacher[~target].view(-1, rest), dim=1),
         log_target=True,
         reduction="batchmean",
     )
@@ -92,6 +94,13 @@ def dkd_loss(
     return ce_weight * F.cross_entropy(batch.student_logits, batch.targets) + scale * (
         alpha * tckd + beta * nckd
     )
+
+
+def _target_rest_log_probs(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(log p_target, log p_rest) of ``softmax(logits)`` per row, shape (B, 2)."""
+    total = torch.logsumexp(logits, dim=1)
+    rest = torch.logsumexp(logits.masked_fill(target, float("-inf")), dim=1)
+    return torch.stack([logits[target] - total, rest - total], dim=1)
 
 
 def _pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

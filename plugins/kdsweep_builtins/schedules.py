@@ -1,4 +1,5 @@
-"""Built-in schedules: constant, linear, exponential, cosine, step, multistep, onecycle.
+"""Built-in schedules: constant, linear, exponential, cosine, step, linear_warmup,
+multistep, onecycle.
 
 A schedule maps the configured value (``base``: the temperature T, the loss weight alpha
 or the learning rate) and the 0-based epoch to the value in force during that epoch.
@@ -46,6 +47,14 @@ def step(base: float, epoch: int, epochs: int, gamma: float = 0.1, step_size: in
     return base * gamma ** (epoch // step_size)
 
 
+def linear_warmup(base: float, epoch: int, epochs: int, warmup: int = 20) -> float:
+    """Ramp in from base/warmup to base over the first ``warmup`` epochs, then hold:
+    ``base * min((epoch + 1) / warmup, 1)`` (DKD's warm-up, Zhao et al. 2022)."""
+    if warmup < 1:
+        raise ValueError(f"warmup must be >= 1, got {warmup}")
+    return base * min((epoch + 1) / warmup, 1.0)
+
+
 def multistep(
     base: float, epoch: int, epochs: int, milestones: str = "150,180,210", gamma: float = 0.1
 ) -> float:
@@ -91,6 +100,9 @@ def kdsweep_register_schedules(registry: Registry) -> None:
         step,
         params={"gamma": 0.1, "step_size": 10},
         ranges={"gamma": "(0, inf)", "step_size": "[1, inf)"},
+    )
+    registry.add_schedule(
+        "linear_warmup", linear_warmup, params={"warmup": 20}, ranges={"warmup": "[1, inf)"}
     )
     registry.add_schedule(
         "multistep",

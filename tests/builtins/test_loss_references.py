@@ -284,3 +284,52 @@ def test_sp() -> None:
         lambda f: ref_sp(f, f_teacher),
         f_student,
     )
+
+
+def ref_avg_pool(f: np.ndarray, size: int) -> np.ndarray:
+    """Average-pool (B, C, H, W) to (B, C, size, size) when H = W is a multiple of size."""
+    b, c, h, _ = f.shape
+    k = h // size
+    return f.reshape(b, c, size, k, size, k).mean(axis=(3, 5))
+
+
+def test_attention_transfer_pools_the_larger_teacher_map_down() -> None:
+    # The reference implementations pool the larger map (here the teacher's) to the smaller.
+    f_student, f_teacher = RNG.normal(size=(4, 3, 2, 2)), RNG.normal(size=(4, 5, 4, 4))
+    pooled = ref_avg_pool(f_teacher, 2)
+    check(
+        lambda f: attention_transfer_loss(
+            features_batch({"x": f}, {"y": f_teacher}), student_layer="x", teacher_layer="y"
+        ),
+        lambda f: float(np.mean((ref_attention(f) - ref_attention(pooled)) ** 2)),
+        f_student,
+    )
+
+
+def test_attention_transfer_pools_the_larger_student_map_down() -> None:
+    f_student, f_teacher = RNG.normal(size=(4, 3, 4, 4)), RNG.normal(size=(4, 5, 2, 2))
+    check(
+        lambda f: attention_transfer_loss(
+            features_batch({"x": f}, {"y": f_teacher}), student_layer="x", teacher_layer="y"
+        ),
+        lambda f: float(
+            np.mean((ref_attention(ref_avg_pool(f, 2)) - ref_attention(f_teacher)) ** 2)
+        ),
+        f_student,
+    )
+
+
+def test_fitnet_pools_the_larger_teacher_map_down() -> None:
+    shapes = FeatureShapes(student={"a": (3, 2, 2)}, teacher={"b": (6, 4, 4)})
+    module = FitNetLoss(shapes, student_layer="a", teacher_layer="b").double()
+    weight = module.connector.weight.detach().numpy()[:, :, 0, 0]  # (6, 3)
+    f_student, f_teacher = RNG.normal(size=(2, 3, 2, 2)), RNG.normal(size=(2, 6, 4, 4))
+    check(
+        lambda f: module(
+            features_batch({"a": f}, {"b": f_teacher}), student_layer="a", teacher_layer="b"
+        ),
+        lambda f: float(
+            np.mean((np.einsum("oc,bchw->bohw", weight, f) - ref_avg_pool(f_teacher, 2)) ** 2)
+        ),
+        f_student,
+    )

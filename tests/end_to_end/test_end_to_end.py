@@ -137,7 +137,7 @@ def test_pruned_trial_ends_its_run_killed_with_the_reason(write_study, tmp_path:
     from kdsweep.run.trials import TrialRuns
     from kdsweep.track.tracker import Tracker
     from kdsweep.train.cache import ModelCache
-    from kdsweep.train.fit import pick_device
+    from kdsweep.train.device import pick_device
     from kdsweep.train.trainer import StudyTrainer
 
     study = load_study(write_study(search=""))

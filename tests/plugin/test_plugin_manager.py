@@ -106,7 +106,7 @@ def test_hook_that_raises_names_plugin_and_hook(tmp_path) -> None:
     with pytest.raises(PluginError) as info:
         load_registry([str(path)])
     assert str(info.value) == (
-        f"plugin 'raiser' (local file {path} local) raised in kdsweep_register_students: "
+        f"plugin 'raiser' (local file {path}) raised in kdsweep_register_students: "
         "RuntimeError: no GPU driver"
     )
 
@@ -167,3 +167,23 @@ def test_hooks_are_called_through_pluggy(tmp_path) -> None:
     assert {"kd", "dkd"} <= set(registry.names("loss"))
     assert registry.get("loss", "watched").origin.plugin == "watcher"
     assert registry.get("loss", "kd").origin.plugin == "builtin-losses"
+
+
+def test_a_plugin_that_registers_nothing_is_named_in_a_warning(tmp_path, capsys) -> None:
+    path = _plugin(tmp_path, "forgot", "def kdsweep_register_losses(registry):\n    pass\n")
+    load_registry([str(path)])
+    assert (
+        f"kdsweep: warning: plugin 'forgot' (local file {path}) registers nothing: "
+        "kdsweep_register_losses lacks @hookimpl"
+    ) in capsys.readouterr().err
+
+
+def test_a_misspelt_hook_gets_a_did_you_mean(tmp_path) -> None:
+    path = _plugin(
+        tmp_path, "typo", "@hookimpl\ndef kdsweep_register_student(registry):\n    pass\n"
+    )
+    with pytest.raises(PluginError) as info:
+        load_registry([str(path)])
+    message = str(info.value)
+    assert message.startswith(f"plugin 'typo' (local file {path}): unknown hook")
+    assert "did you mean 'kdsweep_register_students'?" in message

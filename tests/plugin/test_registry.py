@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
 from kdsweep.errors import PluginError, UnknownComponentError
 from kdsweep.plugin.registry import Origin, Registry, Training
@@ -56,7 +57,7 @@ def test_bad_registrations_name_the_plugin(name: str, params: dict, match: str) 
         registry.registering_for(Origin("sloppy", "sloppy-dist", "0.1")),
         pytest.raises(PluginError, match=match) as info,
     ):
-        registry.add_loss(name, lambda batch: batch, params=params)
+        registry.add_loss(name, lambda batch, **params: batch, params=params)
     assert "plugin 'sloppy'" in str(info.value)
 
 
@@ -91,14 +92,14 @@ def test_the_default_of_a_kind_is_the_one_offered() -> None:
 def test_training_modes_are_checked_at_registration() -> None:
     registry = Registry()
     with pytest.raises(PluginError, match=r"training='peer' \(one of standard, mutual, gen"):
-        registry.add_loss("dml", lambda batch: batch, training="peer", params={"peers": 2})
-    registry.add_loss("dml", lambda batch: batch, training="mutual", params={"peers": 2})
+        registry.add_loss("dml", lambda batch, peers=2: batch, training="peer", params={"peers": 2})
+    registry.add_loss("dml", lambda batch, peers=2: batch, training="mutual", params={"peers": 2})
     assert registry.get("loss", "dml").training is Training.MUTUAL
 
 
 def test_ranges_are_declared_next_to_defaults_and_checked_at_registration() -> None:
     registry = Registry()
-    registry.add_loss("kd", lambda batch: batch, params={"t": 4.0}, ranges={"t": "(0, inf)"})
+    registry.add_loss("kd", lambda batch, t=4.0: batch, params={"t": 4.0}, ranges={"t": "(0, inf)"})
     (allowed,) = registry.get("loss", "kd").ranges.values()
     assert 4.0 in allowed and 0.0 not in allowed and str(allowed) == "(0, inf)"
     for params, ranges, message in (
@@ -109,4 +110,58 @@ def test_ranges_are_declared_next_to_defaults_and_checked_at_registration() -> N
         ({"t": 4.0}, {"t": "[2, 1]"}, "empty interval"),
     ):
         with pytest.raises(PluginError, match=re.escape(message)):
-            Registry().add_loss("bad", lambda batch: batch, params=params, ranges=ranges)
+            Registry().add_loss("bad", lambda batch, **kw: batch, params=params, ranges=ranges)
+
+
+@pytest.mark.parametrize(
+    ("register", "message"),
+    [
+        (
+            lambda r: r.add_loss("kd", lambda batch, name="x": batch, params={"name": "x"}),
+            "registered loss 'kd': declared a param 'name': the name is reserved",
+        ),
+        (
+            lambda r: r.add_loss("kd", lambda batch, weight=1.0: batch, params={"weight": 1.0}),
+            "registered loss 'kd': declared a param 'weight': the name is reserved",
+        ),
+        (
+            lambda r: r.add_schedule("s", lambda base, epoch, epochs: base, params={"epochs": 3}),
+            "registered schedule 's': declared a param 'epochs': the name is reserved",
+        ),
+        (
+            lambda r: r.add_loss("kd", lambda batch, temperature=4.0: batch, params={"t": 4.0}),
+            "registered loss 'kd': its function takes no argument 't' that params= declares",
+        ),
+        (
+            lambda r: r.add_loss("kd", lambda batch, t: batch),
+            "registered loss 'kd': its function requires 't', which params= does not declare",
+        ),
+        (
+            lambda r: r.add_dataset("d", lambda root: None, params={"path": "x"}),
+            "registered dataset 'd': its function takes no argument 'path'",
+        ),
+    ],
+)
+def test_the_plugin_contract_is_checked_at_registration(register, message) -> None:
+    registry = Registry()
+    with (
+        registry.registering_for(Origin("careless", "careless-dist", "1.0")),
+        pytest.raises(PluginError) as info,
+    ):
+        register(registry)
+    assert "plugin 'careless' (careless-dist 1.0)" in str(info.value)
+    assert message in str(info.value)
+
+
+def test_loss_modules_are_checked_in_init_and_forward() -> None:
+    class Hint(torch.nn.Module):
+        def __init__(self, shapes, layer: str = "x") -> None:
+            super().__init__()
+
+        def forward(self, batch, layer: str = "x", scale: float = 1.0):
+            return batch
+
+    registry = Registry()
+    with pytest.raises(PluginError, match="its __init__ takes no argument 'scale'"):
+        registry.add_loss("hint", Hint, params={"layer": "x", "scale": 1.0})
+    registry.add_loss("ok", lambda batch, **params: batch, params={"anything": 1.0})  # **kwargs

@@ -23,6 +23,7 @@ class Foreign:  # a pickle that weights_only loading refuses
     pass
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the foreign pickle's
 @pytest.mark.parametrize("damage", ["truncated", "broken-json", "foreign-pickle", "not-a-dict"])
 def test_an_unreadable_entry_is_moved_aside_with_one_warning(tmp_path, capsys, damage) -> None:
     cache, weights = _entry(tmp_path)

@@ -7,7 +7,7 @@ from kdsweep_builtins.losses import cross_entropy_loss, kd_loss
 from kdsweep_builtins.models import build_cnn, build_mlp
 
 from kdsweep.study.settings import TrainSettings
-from kdsweep.train import fit
+from kdsweep.train import device, fit
 
 DATA = load_digits()
 CPU = torch.device("cpu")
@@ -125,5 +125,5 @@ def test_batches_are_evenly_sized() -> None:
 
 def test_pick_device() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert fit.pick_device("auto").type == expected
-    assert fit.pick_device("cpu").type == "cpu"
+    assert device.pick_device("auto").type == expected
+    assert device.pick_device("cpu").type == "cpu"
