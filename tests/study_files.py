@@ -32,6 +32,11 @@ def toml_value(value: Any) -> str:
     return repr(value)
 
 
+def toml_key(key: str) -> str:
+    """A bare key, or a quoted one when it holds dots (``"loss.beta"``)."""
+    return key if key.replace("_", "").replace("-", "").isalnum() else f'"{key}"'
+
+
 def study_toml(sections: Mapping[str, Mapping[str, Any] | None], search: str, extra: str) -> str:
     """A study file: the sections (``None`` leaves one out), ``[search]`` and ``extra``."""
     lines: list[str] = []
@@ -39,7 +44,7 @@ def study_toml(sections: Mapping[str, Mapping[str, Any] | None], search: str, ex
         if table is None:
             continue
         lines.append(f"[{section}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in table.items() if v is not None]
+        lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in table.items() if v is not None]
         lines.append("")
     lines += ["[search]", textwrap.dedent(search).strip(), ""]
     return "\n".join(lines) + textwrap.dedent(extra)

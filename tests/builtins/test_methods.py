@@ -6,6 +6,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from mlflow import MlflowClient
 from recorded import trial_runs
 from study_files import write_tiny_study
 
@@ -69,3 +70,24 @@ def test_losses_combine_with_weighted_terms(results) -> None:
         assert run.data.tags["kdsweep.loss.add.rkd"] == "rkd"
         assert float(run.data.params["loss.add.rkd.weight"]) == 0.5
         assert run.data.params["loss.add.fitnet.student_layer"] == "block3"
+
+
+def test_dkd_with_the_authors_warm_up_runs_and_ramps_beta_in(results) -> None:
+    """studies/dkd.toml's schedules on a tiny run: beta = base * min((epoch + 1) / 2, 1)."""
+    warm_up = {"name": "linear_warmup", "warmup": 2}
+    _run(
+        results,
+        "dkd-warmup",
+        "dkd",
+        "beta = { low = 2.0, high = 8.0 }",
+        train={"epochs": 3, "batch_size": 256, "lr": None},
+        schedule={"loss.alpha": warm_up, "loss.beta": warm_up},
+    )
+    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    for run in trial_runs(f"sqlite:///{results / 'mlflow.db'}", "dkd-warmup"):
+        beta = float(run.data.params["loss.beta"])
+        history = sorted(
+            client.get_metric_history(run.info.run_id, "epoch/beta"), key=lambda m: m.step
+        )
+        assert [m.value for m in history] == pytest.approx([beta / 2, beta, beta])
+        assert run.data.params["schedule.loss.beta.name"] == "linear_warmup"
