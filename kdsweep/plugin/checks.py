@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kdsweep.errors import PluginError
 from kdsweep.plugin.ranges import Range
-
-if TYPE_CHECKING:
-    from kdsweep.plugin.registry import Component, Origin
 
 # Param names a kind's table already uses for something else: a loss's table holds its
 # ``name`` (and an added term's ``weight``), a schedule is called as
@@ -37,21 +34,22 @@ def reserved_problem(kind: str, params: Mapping[str, Any]) -> str | None:
     return None
 
 
-def signature_problem(component: Component) -> str | None:
+def signature_problem(
+    kind: str, factory: Callable[..., Any], params: Mapping[str, Any]
+) -> str | None:
     """How the callable's signature disagrees with the declared params, if it does: each
     declared param must be accepted (``**kwargs`` accepts any), each required argument
     after the leading ones declared. A loss module is checked in ``__init__(shapes,
     **params)`` and ``forward(batch, **params)``."""
-    leading = _LEADING_ARGS.get(component.kind)
+    leading = _LEADING_ARGS.get(kind)
     if leading is None:
         return None
-    factory = component.factory
-    if component.kind == "loss" and inspect.isclass(factory):
+    if kind == "loss" and inspect.isclass(factory):
         calls = [("__init__", factory, 1), ("forward", getattr(factory, "forward", None), 2)]
     else:
         calls = [("function", factory, leading)]
     for what, function, skip in calls:
-        problem = _accepts(function, skip, component.params) if function else None
+        problem = _accepts(function, skip, params) if function else None
         if problem:
             return f"its {what} {problem}"
     return None
@@ -77,7 +75,7 @@ def _accepts(function: Callable[..., Any], skip: int, params: Mapping[str, Any])
 
 
 def checked_ranges(
-    origin: Origin, name: str, params: Mapping[str, Any], ranges: Mapping[str, str] | None
+    origin: object, name: str, params: Mapping[str, Any], ranges: Mapping[str, str] | None
 ) -> dict[str, Range]:
     """The declared ranges, each of a numeric param whose default lies in it."""
     checked = {}

@@ -274,7 +274,9 @@ class Registry:
                     f"{origin} declared param '{key}' of {kind} '{name}' with default "
                     f"{default!r}: defaults must be bool, int, float or str"
                 )
-        problem = reserved_problem(kind, component.params) or signature_problem(component)
+        problem = reserved_problem(kind, component.params) or signature_problem(
+            kind, component.factory, component.params
+        )
         if problem:
             raise PluginError(f"{origin} registered {kind} '{name}': {problem}")
         existing = self._components[kind].get(name)

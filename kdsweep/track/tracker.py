@@ -13,6 +13,7 @@ from kdsweep.text import redact_url
 from kdsweep.track.tags import PARENT, ROLE, STUDY
 
 MAX_PARAMS_PER_BATCH = 100
+MAX_RUNS_PER_SEARCH = 50_000  # MLflow's limit for one search (its default is 1,000)
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
 EPOCH_FLUSH_S = 10.0  # per-epoch series reach the store at least this often, and at the end
 
@@ -75,7 +76,11 @@ class Tracker:
         """Runs of this study with ``kdsweep.role = role`` and the given extra tags."""
         clauses = [f"tags.`{ROLE}` = '{role}'", f"tags.`{STUDY}` = '{self.study_name}'"]
         clauses += [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
-        return list(self.client.search_runs([self.experiment_id], " AND ".join(clauses)))
+        return list(
+            self.client.search_runs(
+                [self.experiment_id], " AND ".join(clauses), max_results=MAX_RUNS_PER_SEARCH
+            )
+        )
 
     def start_run(
         self, role: str, name: str, params: Mapping[str, Any], tags: Mapping[str, str]
