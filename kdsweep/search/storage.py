@@ -32,6 +32,12 @@ def make_storage(url: str) -> optuna.storages.BaseStorage | str:
     """The storage of ``url``: relational ones with heartbeats, others as Optuna opens them."""
     if not url.startswith(("sqlite", "postgresql", "mysql")):
         return url
+    # kdsweep chose Optuna's experimental heartbeat API on purpose. Set once, before the
+    # search threads exist: catch_warnings (see quiet()) is not thread-safe, and with
+    # jobs > 1 a note could slip through from another thread's block.
+    warnings.filterwarnings(
+        "ignore", category=optuna.exceptions.ExperimentalWarning, module=r"kdsweep\.search\."
+    )
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
