@@ -38,6 +38,7 @@ def make_storage(url: str) -> optuna.storages.BaseStorage | str:
     warnings.filterwarnings(
         "ignore", category=optuna.exceptions.ExperimentalWarning, module=r"kdsweep\.search\."
     )
+    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
