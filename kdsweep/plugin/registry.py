@@ -179,8 +179,8 @@ class Registry:
                 layers=layers,
                 training=mode,
                 default=default,
-                ranges=checked_ranges(origin, name, params, ranges),
-            )
+            ),
+            ranges,
         )
 
     def add_schedule(
@@ -196,11 +196,10 @@ class Registry:
 
         A value with no schedule in the study stays as set, so no default is needed.
         ``ranges`` as for :meth:`add_loss`."""
-        params = dict(params or {})
-        checked = checked_ranges(_origin(), name, params, ranges)
-        self._add(
-            Component("schedule", name, schedule, _origin(), params, description, ranges=checked)
+        component = Component(
+            "schedule", name, schedule, _origin(), dict(params or {}), description
         )
+        self._add(component, ranges)
 
     def add_dataset(
         self,
@@ -215,18 +214,9 @@ class Registry:
         """Register a dataset: ``load(**params) -> DataSplits`` (``ranges`` as for
         :meth:`add_loss`)."""
         params = dict(params or {})
-        checked = checked_ranges(_origin(), name, params, ranges)
         self._add(
-            Component(
-                "dataset",
-                name,
-                load,
-                _origin(),
-                params,
-                description,
-                default=default,
-                ranges=checked,
-            )
+            Component("dataset", name, load, _origin(), params, description, default=default),
+            ranges,
         )
 
     def get(self, kind: str, name: str) -> Component:
@@ -262,7 +252,9 @@ class Registry:
         """Components of ``kind``, sorted by name."""
         return [self._components[kind][name] for name in self.names(kind)]
 
-    def _add(self, component: Component) -> None:
+    def _add(self, component: Component, ranges: Mapping[str, str] | None = None) -> None:
+        """Check the component against the plugin contract, then keep it; ``ranges`` are
+        the declared intervals of its numeric params (interval notation)."""
         kind, name, origin = component.kind, component.name, component.origin
         if not isinstance(name, str) or not _NAME_PATTERN.match(name):
             raise PluginError(f"{origin} registered a {kind} with an invalid name {name!r}")
@@ -284,9 +276,9 @@ class Registry:
             raise PluginError(
                 f"{kind} '{name}' is registered twice: by {existing.origin} and by {origin}"
             )
-        if not component.description:
-            component = replace(component, description=_first_doc_line(component.factory))
-        self._components[kind][name] = component
+        checked = checked_ranges(origin, name, component.params, ranges)
+        description = component.description or _first_doc_line(component.factory)
+        self._components[kind][name] = replace(component, ranges=checked, description=description)
 
 
 def _origin() -> Origin:

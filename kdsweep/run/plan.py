@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Any
 
+import optuna
 import torch
 
 from kdsweep.errors import ConfigError
@@ -44,7 +44,7 @@ class Plan:
     study: Study
     locations: StudyLocations
     trainer: StudyTrainer
-    sampler: Any
+    sampler: optuna.samplers.BaseSampler
     loop: LoopSettings
     fuse: int  # trials trained together as one model
     needs_teacher: bool

@@ -10,6 +10,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from kdsweep.run.locations import StudyLocations
+from kdsweep.search.trial import Outcome
 from kdsweep.study.space import WIDTH
 from kdsweep.study.study import Study
 from kdsweep.train.references import ModelRecord
@@ -38,7 +39,7 @@ class StudySummary:
     best: dict[float, TrialRecord]  # best complete trial (primary objective) per width
     states: dict[str, int] = field(default_factory=dict)
     pareto: list[int] = field(default_factory=list)  # trial numbers on the Pareto front
-    outcomes: list[Any] = field(default_factory=list)  # how this run's trials ended
+    outcomes: list[Outcome] = field(default_factory=list)  # how this run's trials ended
 
     @property
     def finished_now(self) -> int:
@@ -73,7 +74,7 @@ def summarise(
     study: Study,
     locations: StudyLocations,
     references: tuple[ModelRecord | None, dict[float, ModelRecord]],
-    outcomes: list[Any],
+    outcomes: list[Outcome],
 ) -> StudySummary:
     """The summary of the study as its storage holds it now; ``references`` are the
     teacher (if any) and the baselines by width, ``outcomes`` this run's trials."""

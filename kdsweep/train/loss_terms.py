@@ -136,8 +136,8 @@ class CheckedLoss:
     """A loss term's callable, checked where a plugin's mistake would otherwise surface as
     a bare PyTorch message: its exceptions name the loss and plugin, and its first result
     must be a finite 0-dimensional tensor that requires grad (one host read per trial,
-    at the first batch). It keeps its last result (no host read) so that a diverged trial
-    can name the terms that are not finite."""
+    at the first batch). It keeps its last result, detached (no host read, no autograd
+    graph held), so that a diverged trial can name the terms that are not finite."""
 
     def __init__(self, component: Component, function: Callable[..., Any], role: str) -> None:
         self.call = _reporting_errors(component, function)
@@ -150,13 +150,13 @@ class CheckedLoss:
         if not self.checked:
             self._check_first(value)
             self.checked = True
-        self.last = value
+        self.last = value.detach() if isinstance(value, torch.Tensor) else value
         return value
 
     def non_finite_label(self) -> str:
         """The term's label when its last result was not finite, else ``""``."""
         value = self.last
-        finite = isinstance(value, torch.Tensor) and bool(torch.isfinite(value.detach()).all())
+        finite = isinstance(value, torch.Tensor) and bool(torch.isfinite(value).all())
         return "" if finite else self.label
 
     def _check_first(self, value: Any) -> None:
