@@ -7,6 +7,7 @@ imports its layer when called, so ``import kdsweep`` stays light.
 >>> study = kdsweep.load_study("studies/digits.toml")  # doctest: +SKIP
 >>> summary = kdsweep.run(study, kdsweep.RunOptions(n_trials=8))  # doctest: +SKIP
 >>> frame = kdsweep.load_results(study)  # doctest: +SKIP
+>>> student = kdsweep.load_student(study)  # the best kept student, an nn.Module  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,13 +21,22 @@ from kdsweep.run.locations import RunOptions
 
 if TYPE_CHECKING:
     import pandas as pd
+    from torch import nn
 
     from kdsweep.plugin.registry import Registry
     from kdsweep.run.display import Display
     from kdsweep.run.summary import StudySummary
     from kdsweep.study.study import Study
 
-__all__ = ["RunOptions", "__version__", "load_registry", "load_results", "load_study", "run"]
+__all__ = [
+    "RunOptions",
+    "__version__",
+    "load_registry",
+    "load_results",
+    "load_student",
+    "load_study",
+    "run",
+]
 
 
 def load_registry(
@@ -83,3 +93,35 @@ def load_results(study: Study | str | Path, results: str | Path | None = None) -
     from kdsweep.cli.results import load_results as load
 
     return load(study, str(results) if results is not None else None)
+
+
+def load_student(
+    study: Study | str | Path,
+    trial: int | None = None,
+    *,
+    width: float | None = None,
+    results: str | Path | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+) -> nn.Module:
+    """A kept student of a finished study, rebuilt from its plugin with its trained weights
+    (eval mode, on the CPU).
+
+    :param trial: the trial's number (default: the best trial by the first objective).
+    :param width: with no ``trial``, the best trial at this student width.
+    :param results: the results folder, when it is not the study file's.
+    :param storage: the Optuna storage URL the study ran on, when it is not the default.
+    :param tracking_uri: the MLflow tracking URI it ran with, when it is not the default.
+    """
+    from kdsweep.export.students import Selection, StudyStudents
+    from kdsweep.study.load import load_study as load
+
+    loaded = load(study) if isinstance(study, str | Path) else study
+    options = RunOptions(
+        results=str(results) if results is not None else None,
+        storage=storage,
+        tracking_uri=tracking_uri,
+    )
+    students = StudyStudents(loaded, options)
+    (chosen,) = students.choose(Selection(trial=trial, width=width))
+    return students.load(chosen).model

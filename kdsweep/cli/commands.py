@@ -1,4 +1,4 @@
-"""Command line: ``kdsweep run | worker | plugins | report | ui``, a thin layer over the
+"""Command line: ``kdsweep run | worker | plugins | report | export | ui``, a thin layer over the
 Python API."""
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"Pareto front ({', '.join(g.metric for g in settings.objectives)}): trials "
             f"{', '.join(map(str, summary.pareto)) or 'none yet'}"
         )
-    print(f"results in {summary.locations.results}; open them with: kdsweep ui {args.study}")
+    where = f" --results {args.results}" if args.results else ""
+    print(f"results in {summary.locations.results}; open them with: kdsweep ui {args.study}{where}")
+    if settings.keep != "none" and summary.best:
+        print(f"export the best student with: kdsweep export {args.study}{where} --best")
     if summary.outcomes and not summary.finished_now:
         failed = len(summary.outcomes)
         print(
@@ -91,16 +94,23 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from kdsweep.cli import report
-    from kdsweep.cli.results import objective_names, stored_study, trials_frame
-    from kdsweep.track.tracker import Tracker
+    from kdsweep.cli.results import objective_names, trials_frame
+    from kdsweep.export.students import StudyStudents
+    from kdsweep.run.stored import stored_study, stored_tracker
 
     study = load_study(args.study, args.plugin)
     locations = StudyLocations.of(study, RunOptions(results=args.results))
-    optuna_study = stored_study(study, args.results)
+    options = RunOptions(results=args.results)
+    optuna_study = stored_study(study, options)
     frame = trials_frame(optuna_study, objective_names(study))
-    tracker = Tracker(locations.tracking_uri, study.settings.name, reopen=False)
+    tracker = stored_tracker(study, options)
     repeats = optuna_study.user_attrs.get("repeats", [])
     references = report.references_from(tracker, repeats)
+    kept = StudyStudents(study, options).kept()
+    command = f"kdsweep export {args.study}"
+    if args.results:
+        command += f" --results {args.results}"
+    references.students = report.kept_students(frame, {n: s.uri for n, s in kept.items()}, command)
     out = Path(args.out) if args.out else locations.results / "reports" / study.settings.name
     files = report.write_report(study, frame, references, out)
     tracker.log_artifacts(out, "report")
@@ -108,6 +118,35 @@ def _cmd_report(args: argparse.Namespace) -> int:
         f"report in {out}: {files.markdown.name}, {files.csv.name}, "
         f"{', '.join(p.name for p in files.plots)}"
     )
+    for row in references.students.itertuples(index=False):
+        print(f"kept student of trial {row.trial}: {row.model_uri}; export: {row.export}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from kdsweep.export.bundle import export_students
+    from kdsweep.export.students import Selection
+
+    study = load_study(args.study, args.plugin)
+    if args.width is not None and not args.best:
+        raise KdsweepError("--width W goes with --best (the best trial at width W)")
+    selection = Selection(trial=args.trial, width=args.width, front=args.front)
+    options = RunOptions(results=args.results, storage=args.storage, tracking_uri=args.tracking_uri)
+    written = export_students(study, selection, args.format, args.out, args.retrain, options)
+    for item in written:
+        made = "retrained on train + validation, " if item.retrained else ""
+        print(
+            f"trial {item.trial} (width {item.width:g}): {made}{args.format} -> {item.model_file}"
+            f" (+ {item.description_file.name}); test accuracy {item.test_accuracy:.4f}"
+            f" (the trial recorded {item.recorded_test_accuracy:.4f})"
+        )
+        if item.onnx is not None:
+            check = item.onnx
+            print(
+                f"  onnxruntime: test accuracy {check.onnx_accuracy:.4f}, PyTorch "
+                f"{check.torch_accuracy:.4f}; same prediction on {check.agreement:.2%} of "
+                f"{check.samples} test samples"
+            )
     return 0
 
 
@@ -182,6 +221,38 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="folder for the report (default: results/reports/NAME)")
     report.add_argument("--plugin", action="append", default=[], help="local plugin module")
     report.set_defaults(handler=_cmd_report)
+
+    export = commands.add_parser(
+        "export",
+        help="write a finished study's students as deployable files",
+        description="Write kept students (or retrained ones) to deployable files, each with "
+        "a JSON description. Example: kdsweep export studies/digits.toml --best --width 4 "
+        "--format onnx --out exported/",
+    )
+    export.add_argument("study", help="study file (TOML)")
+    chosen = export.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--trial", type=int, help="the trial with this number")
+    chosen.add_argument("--best", action="store_true", help="the best trial by the first objective")
+    chosen.add_argument("--front", action="store_true", help="every trial on the Pareto front")
+    export.add_argument("--width", type=float, help="with --best: the best trial at this width")
+    export.add_argument(
+        "--format",
+        default="state_dict",
+        choices=["state_dict", "torchscript", "onnx", "safetensors"],
+        help="state_dict (default), torchscript, onnx (needs kdsweep[onnx]) or safetensors",
+    )
+    export.add_argument("--out", default="exported", help="output folder (default: ./exported)")
+    export.add_argument(
+        "--retrain",
+        action="store_true",
+        help="first train the configuration again on train + validation (same settings, seed)",
+    )
+    export.add_argument("--results", help="results folder (default: [study] results)")
+    for action in run._actions:
+        if action.dest in ("storage", "tracking_uri"):
+            export._add_action(action)
+    export.add_argument("--plugin", action="append", default=[], help="local plugin module")
+    export.set_defaults(handler=_cmd_export)
 
     ui = commands.add_parser("ui", help="open the MLflow UI on a study's tracking store")
     ui.add_argument("study", nargs="?", help="study file whose results to show")

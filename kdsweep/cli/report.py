@@ -24,6 +24,7 @@ class References:
     teacher: dict[str, float] = field(default_factory=dict)
     baselines: pd.DataFrame = field(default_factory=pd.DataFrame)  # width, seed, metrics
     repeats: list[dict[str, Any]] = field(default_factory=list)
+    students: pd.DataFrame = field(default_factory=pd.DataFrame)  # kept: trial, uri, command
 
 
 @dataclass
@@ -57,6 +58,27 @@ def references_from(tracker: Any, repeats: list[dict[str, Any]]) -> References:
         )
     baselines = pd.DataFrame(rows).sort_values(["width", "seed"]) if rows else pd.DataFrame()
     return References(teacher, baselines, repeats)
+
+
+def kept_students(frame: pd.DataFrame, uris: dict[int, str], export_command: str) -> pd.DataFrame:
+    """One row per kept student: its trial's width and metrics, its MLflow model URI and
+    the command that exports it (``export_command`` + ``--trial N``)."""
+    rows = []
+    for number, uri in sorted(uris.items()):
+        trial = frame.loc[number] if number in frame.index else pd.Series(dtype=object)
+        rows.append(
+            {
+                "trial": number,
+                **{
+                    c: trial.get(c)
+                    for c in ("student.width", "val_accuracy", "test_accuracy", "params")
+                    if c in trial
+                },
+                "model_uri": uri,
+                "export": f"{export_command} --trial {number}",
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def write_report(
@@ -164,6 +186,16 @@ def _summary(study: Study, frame: pd.DataFrame, references: References, plots: l
             "",
         ]
         lines += _table(pd.DataFrame(references.repeats))
+    lines += ["", "## Kept students", ""]
+    if not references.students.empty:
+        lines.append(
+            "Each is an MLflow logged model of its trial's run "
+            "(`mlflow.pytorch.load_model(model_uri)`); the command writes it as a deployable "
+            "file (see docs/exporting.md)."
+        )
+        lines += ["", *_table(references.students)]
+    else:
+        lines.append(f'None (`keep = "{settings.keep}"`, or no complete trial yet).')
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"
 

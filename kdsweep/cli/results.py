@@ -7,9 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from kdsweep.errors import KdsweepError
-from kdsweep.run.locations import RunOptions, StudyLocations
-from kdsweep.search.study import load_existing
+from kdsweep.run.locations import RunOptions
+from kdsweep.run.stored import stored_study
 from kdsweep.study.load import load_study
 from kdsweep.study.study import Study
 
@@ -64,19 +63,7 @@ def load_results(study: Study | str | Path, results: str | None = None) -> pd.Da
     >>> frame[frame.pareto][["student.width", "val_accuracy", "params"]]  # doctest: +SKIP
     """
     study = study if isinstance(study, Study) else load_study(study)
-    return trials_frame(stored_study(study, results), objective_names(study))
-
-
-def stored_study(study: Study, results: str | None = None) -> Any:
-    """The study's Optuna study as its storage holds it; an error if it never ran."""
-    locations = StudyLocations.of(study, RunOptions(results=results))
-    stored = load_existing(study.settings.name, locations.storage)
-    if stored is None:
-        raise KdsweepError(
-            f"{study.path}: study '{study.settings.name}' has no results in "
-            f"{locations.results} yet: run it first"
-        )
-    return stored
+    return trials_frame(stored_study(study, RunOptions(results=results)), objective_names(study))
 
 
 def objective_names(study: Study) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +29,9 @@ class DataSplits:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int
+    # How raw inputs became these tensors (e.g. ``{"mean": 8.1, "std": 6.2}``), so an
+    # exported student can be fed the same way; JSON-serialisable values.
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -41,7 +44,11 @@ class DataSplits:
 
     def to(self, device: torch.device | str) -> DataSplits:
         """The same splits on ``device``."""
-        return DataSplits(*(t.to(device) for t in self.tensors()), num_classes=self.num_classes)
+        return DataSplits(
+            *(t.to(device) for t in self.tensors()),
+            num_classes=self.num_classes,
+            preprocessing=self.preprocessing,
+        )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from kdsweep.run.display import Display
+from kdsweep.run.keep import StudentKeeper, finish_quietly
 from kdsweep.run.locations import RunOptions
 from kdsweep.run.plan import Plan, prepare, shared_paths
 from kdsweep.run.processes import TrainerPool, TrainerSpec, fork_is_safe
@@ -63,7 +64,8 @@ def _run(
             for width in study.widths() if baselines else ():
                 baselines.get(width, trainer.base.train.seed)
             display.trials(plan.loop.n_trials, finished_trials(optuna_study))
-            trials = TrialRuns(trainer, tracker, display, baselines)
+            keeper = StudentKeeper(trainer, tracker)
+            trials = TrialRuns(trainer, tracker, display, baselines, keeper)
             if plan.workers > 1:
                 display.stage(f"starting {plan.workers} worker processes")
                 run_workers(plan, options)
@@ -72,6 +74,7 @@ def _run(
             if study.settings.repeats:
                 repeats = Repeats(recorder, baselines)
                 optuna_study.set_user_attr("repeats", repeats.run(optuna_study))
+            finish_quietly(keeper, optuna_study)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"

@@ -14,6 +14,7 @@ import torch
 
 from kdsweep.faults import fault_point
 from kdsweep.run.display import Bar, Display
+from kdsweep.run.keep import StudentKeeper
 from kdsweep.run.processes import TrainerDied, TrainerPool
 from kdsweep.run.records import component_tags, constant_values, epoch_metrics
 from kdsweep.run.references import Baselines
@@ -22,6 +23,7 @@ from kdsweep.search.trial import TrialHandle, TrialPruned
 from kdsweep.study.settings import TrialSettings
 from kdsweep.study.study import Study
 from kdsweep.track import tags
+from kdsweep.track.models import StudentModel
 from kdsweep.track.tracker import Tracker
 from kdsweep.train.fit import DivergedError, EpochReport, FitResult
 from kdsweep.train.fused import SHARED_TRAIN_SETTINGS
@@ -60,12 +62,14 @@ class TrialRuns:
         tracker: Tracker,
         display: Display,
         baselines: Baselines | None,
+        keeper: StudentKeeper | None = None,
     ) -> None:
         self.study: Study = trainer.study
         self.trainer = trainer
         self.tracker = tracker
         self.display = display
         self.baselines = baselines
+        self.keeper = keeper
         self.pool: TrainerPool | None = None
 
     def __call__(self, handle: TrialHandle) -> Metrics:
@@ -224,10 +228,29 @@ class TrialRuns:
             self.tracker.end_run(run_id, "FAILED", tags=tags.ended("FAIL", reason))
             raise outcome
         metrics = self._metrics(settings, outcome)
+        student = self._keep(trial, outcome, metrics)
         fault_point("before_run_end")  # trained, neither store told yet
-        self.tracker.end_run(run_id, "FINISHED", metrics, tags=tags.ended("COMPLETE"))
+        end_tags = tags.ended("COMPLETE")
+        if student is not None:
+            end_tags[tags.MODEL_ID] = student.model_id
+        model_id = student.model_id if student else None
+        self.tracker.end_run(run_id, "FINISHED", metrics, end_tags, model_id=model_id)
         trial.handle.trial.set_user_attr("metrics", metrics)
         return metrics
+
+    def _keep(self, trial: _OpenTrial, outcome: FitResult, metrics: Metrics) -> StudentModel | None:
+        """The trial's student logged, if the study keeps it; a student that cannot be
+        stored fails its trial (the study promised to keep it)."""
+        if self.keeper is None:
+            return None
+        try:
+            return self.keeper.keep(
+                trial.handle.trial, trial.settings, outcome, metrics, trial.run_id
+            )
+        except Exception as exc:
+            reason = f"could not keep the student: {type(exc).__name__}: {exc}"
+            self.tracker.end_run(trial.run_id, "FAILED", tags=tags.ended("FAIL", reason))
+            raise RuntimeError(reason) from exc
 
     def _metrics(self, settings: TrialSettings, outcome: FitResult) -> Metrics:
         metrics = {

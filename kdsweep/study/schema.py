@@ -20,6 +20,9 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 SCHEDULE_TARGETS = ("temperature", "alpha", "lr")  # loss params and the learning rate
+# Which trained students a study keeps (as MLflow logged models): the Pareto front and the
+# best student per width, the best per width only, every complete trial, or none.
+KEEP = ("front", "best", "all", "none")
 
 Check = Callable[[Any], str | None]  # returns a complaint, or None when the value is fine
 
@@ -69,6 +72,13 @@ def study_name(value: Any) -> str | None:
     )
 
 
+def registered_model_name(value: Any) -> str | None:
+    """Complain unless ``value`` can name a model in MLflow's Model Registry."""
+    if STUDY_NAME.match(value) and ".." not in value:
+        return None
+    return "must be 1 to 100 letters, digits, '_', '.' or '-', starting with a letter or digit"
+
+
 def count_or_auto(value: Any) -> str | None:
     """Complain unless ``value`` is ``"auto"`` or a whole number >= 1."""
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
@@ -93,6 +103,8 @@ STUDY_FIELDS = {
     "storage": Field(str, None),
     "tracking_uri": Field(str, None),
     "device": Field(str, "auto"),
+    "keep": Field(str, "front", one_of(KEEP)),
+    "register": Field(str, None, registered_model_name),
 }
 TRAIN_FIELDS = {
     "epochs": Field(int, TrainSettings.epochs, positive),

@@ -42,6 +42,8 @@ class StudySettings:
     storage: str | None = None
     tracking_uri: str | None = None
     device: str = "auto"
+    keep: str = "front"  # students kept as MLflow logged models (schema.KEEP)
+    register: str | None = None  # Model Registry name of the best student, if any
 
     def metrics_used(self) -> list[str]:
         """The metrics the objectives and constraints read."""

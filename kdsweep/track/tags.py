@@ -9,6 +9,7 @@ RETRY_OF = "kdsweep.retry_of"  # the trial a retried trial re-runs
 FUSED_WITH = "kdsweep.fused_with"  # numbers of the trials trained together with this one
 KEY = "kdsweep.key"  # content hash of a teacher or baseline run
 PARENT = "mlflow.parentRunId"
+MODEL_ID = "kdsweep.model_id"  # a trial run's kept student (an MLflow logged model)
 REPEAT_OF = "kdsweep.repeat_of"  # the trial a repeat run re-trains with another seed
 
 

@@ -135,10 +135,12 @@ class Tracker:
         status: str,
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
+        model_id: str | None = None,
     ) -> None:
         """Pending epoch metrics, final metrics and tags, then the run's status
-        (``FINISHED``, ``KILLED`` for pruned or interrupted, ``FAILED``)."""
-        final = _metrics(metrics or {}, step=0)
+        (``FINISHED``, ``KILLED`` for pruned or interrupted, ``FAILED``). The final
+        metrics are linked to the logged model ``model_id``, if given."""
+        final = _metrics(metrics or {}, step=0, model_id=model_id)
         self._send(run_id, self._pending.pop(run_id, []) + final, tags)
         self._flushed_at.pop(run_id, None)
         self.client.set_terminated(run_id, status=status)
@@ -155,12 +157,12 @@ class Tracker:
         return f"Tracker({redact_url(self.tracking_uri)!r}, {self.study_name!r})"
 
 
-def _metrics(values: Mapping[str, float], step: int) -> list[Any]:
-    """MLflow metrics of ``values`` at ``step``, stamped now."""
+def _metrics(values: Mapping[str, float], step: int, model_id: str | None = None) -> list[Any]:
+    """MLflow metrics of ``values`` at ``step``, stamped now (and linked to a model)."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, step) for k, v in values.items()]
+    return [Metric(k, float(v), now, step, model_id=model_id) for k, v in values.items()]
 
 
 def create_mlflow_schema(url: str) -> None:

@@ -113,6 +113,13 @@ class FitResult:
     test_accuracy: float
     params: int
     train_time_s: float
+    # The (first) student's trained state dict on the CPU, when the study keeps students.
+    weights: dict[str, torch.Tensor] | None = None
+
+
+def cpu_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's state dict on the CPU (it outlives the model, crosses pipes)."""
+    return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
 
 
 EpochCallback = Callable[[EpochReport], None]

@@ -28,6 +28,7 @@ from kdsweep.train.fit import (
     Recipe,
     Teachers,
     TrainingLoss,
+    cpu_weights,
     fit,
     predict_logits,
 )
@@ -49,6 +50,7 @@ class StudyTrainer:
         self.data = _load_data(study, self.base).to(device)
         self.models = ModelFactory(study.path, self.registry, self.data, device)
         self.references = References(self.base, self.registry, self.models, cache)
+        self.keeps_weights = study.settings.keep != "none"  # results carry the students' weights
         self._teacher_logits: tuple[torch.Tensor, ...] = ()
         self._costs: dict[tuple[str, float], dict[str, float]] = {}
 
@@ -61,6 +63,13 @@ class StudyTrainer:
     ) -> ModelRecord:
         """The no-distillation baseline at ``width`` (see :meth:`References.baseline`)."""
         return self.references.baseline(width, on_epoch, seed)
+
+    def use_data(self, data: DataSplits) -> None:
+        """Train later trials on ``data`` (e.g. training + validation data, to retrain a
+        winner); the teachers loaded so far stay as they are."""
+        self.data = self.models.data = data.to(self.device)
+        self._teacher_logits = ()
+        self._costs = {}
 
     def teacher_signal(self, settings: TrialSettings) -> Teachers:
         """Every teacher, with its training-set logits computed once unless the trial
@@ -114,7 +123,7 @@ class StudyTrainer:
         if any(component.needs_teacher for component, _ in terms):
             teachers = self.teacher_signal(settings)
         loss = self._training_loss(settings, terms, students[0], teachers and teachers.models[0])
-        return fit(
+        result = fit(
             students,
             self.data,
             self._recipe(settings, loss),
@@ -122,6 +131,7 @@ class StudyTrainer:
             on_epoch=on_epoch,
             poll=poll,
         )
+        return self._with_weights(result, students[0])
 
     def run_group(
         self, group: Sequence[TrialSettings], on_epochs: Sequence[EpochCallback | None]
@@ -139,7 +149,17 @@ class StudyTrainer:
             self._recipe(s, self._training_loss(s, t, student, None))
             for s, t, student in zip(group, terms, students, strict=True)
         ]
-        return fused.fit_group(students, self.data, recipes, teachers=teachers, on_epochs=on_epochs)
+        results = fused.fit_group(
+            students, self.data, recipes, teachers=teachers, on_epochs=on_epochs
+        )
+        return [
+            self._with_weights(result, student) if isinstance(result, FitResult) else result
+            for result, student in zip(results, students, strict=True)
+        ]
+
+    def _with_weights(self, result: FitResult, student: nn.Module) -> FitResult:
+        """The result with the student's weights, when the study keeps students."""
+        return replace(result, weights=cpu_weights(student)) if self.keeps_weights else result
 
     def _mode(self, settings: TrialSettings) -> Training:
         return self.registry.get("loss", settings.loss.name).training
@@ -184,7 +204,7 @@ class StudyTrainer:
             )
             train_time += result.train_time_s
             previous = student
-        return replace(result, train_time_s=train_time)
+        return self._with_weights(replace(result, train_time_s=train_time), previous)
 
     def _recipe(self, settings: TrialSettings, loss: TrainingLoss) -> Recipe:
         return Recipe(settings.train, loss, bound_schedule(self.registry, settings, "lr"))

@@ -39,7 +39,10 @@ def load_digits(
         return (images[idx] - mean) / std, labels[idx]
 
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = part(train), part(val), part(test)
-    return DataSplits(train_x, train_y, val_x, val_y, test_x, test_y, num_classes=10)
+    preprocessing = {"mean": mean.item(), "std": std.item(), "layout": "N1HW (8x8, 0-16)"}
+    return DataSplits(
+        train_x, train_y, val_x, val_y, test_x, test_y, num_classes=10, preprocessing=preprocessing
+    )
 
 
 @hookimpl

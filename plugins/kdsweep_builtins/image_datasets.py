@@ -60,6 +60,12 @@ def standardised_splits(
         (test_x - mean) / std,
         test_y,
         num_classes=num_classes,
+        preprocessing={
+            "scale": 1 / 255,  # pixel values 0-255 to 0-1, then per channel:
+            "mean": mean.flatten().tolist(),
+            "std": std.flatten().tolist(),
+            "layout": "NCHW",
+        },
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow import MlflowClient
+from recorded import weight_files
 
 from kdsweep.cli import main
 from kdsweep.run.display import Display
@@ -186,7 +187,10 @@ def test_diverging_and_out_of_memory_trials(
 ):
     (tmp_path / "failing.py").write_text(FAILING_LOSSES)
     path = write_study(
-        n_trials=2, loss=loss, search="", study={"plugins": ["failing.py"], "baseline": False}
+        n_trials=2,
+        loss=loss,
+        search="",
+        study={"plugins": ["failing.py"], "baseline": False, "keep": "all"},
     )
     results = tmp_path / "results"
     assert main(["run", str(path), "--results", str(results)]) == code
@@ -197,3 +201,4 @@ def test_diverging_and_out_of_memory_trials(
         assert run.info.status == status
         assert reason in run.data.tags["kdsweep.reason"]
         assert "plugin" not in run.data.tags["kdsweep.reason"] or loss == "nan_loss"
+    assert weight_files(results) == []  # keep = "all" keeps complete trials only

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from recorded import trial_runs
+from recorded import student_models, trial_runs
 
 from kdsweep.run.reconcile import AGREEING
 
@@ -77,6 +77,14 @@ def _assert_consistent(results: Path, name: str = "crash") -> None:
         assert run.data.tags["kdsweep.trial_state"] == trial.state.name
     finished = [r for r in runs if r.info.status == "FINISHED"]
     assert len(finished) == sum(s == TrialState.COMPLETE for s in states)
+    # No student survives of a run the crash cut short: each kept one is its trial's.
+    students = student_models(f"sqlite:///{results / 'mlflow.db'}", name)
+    assert students, "the best trial's student is kept"
+    for student in students:
+        trial = by_number[int(student.tags["kdsweep.trial_number"])]
+        assert trial.state == TrialState.COMPLETE
+        assert trial.user_attrs["model_id"] == student.model_id
+        assert student.source_run_id == trial.user_attrs["mlflow_run_id"]
 
 
 @pytest.mark.parametrize(
@@ -100,6 +108,31 @@ def test_sigkill_at_each_moment_then_the_rerun_finishes(write_study, tmp_path, f
     assert time.monotonic() - started < 90  # the grace period (3 s) plus the trials' time
     assert "Traceback" not in again.stderr
     _assert_consistent(results)
+
+
+def test_a_student_logged_before_the_kill_is_removed_by_the_rerun(write_study, tmp_path) -> None:
+    """Killed after the second trial's student was logged, before its run ended: the
+    rerun retries the trial and deletes the student of the cut-short run, weights too."""
+    study = write_study(
+        name="crash",
+        n_trials=N_TRIALS,
+        search="temperature = { low = 1.0, high = 8.0 }",
+        study_keys='keep = "all"',
+        teacher={"epochs": 2},
+        train={"epochs": 2, "batch_size": 256},
+    )
+    results = tmp_path / "r"
+    tracking = f"sqlite:///{results / 'mlflow.db'}"
+    killed = _run(study, results, fault="before_run_end:2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    orphan = next(
+        m for m in student_models(tracking, "crash") if m.tags["kdsweep.trial_number"] == "1"
+    )
+    assert _run(study, results).returncode == 0
+    _assert_consistent(results)
+    assert orphan.model_id not in {m.model_id for m in student_models(tracking, "crash")}
+    assert len(student_models(tracking, "crash")) == N_TRIALS
+    assert not (results / "artifacts" / "crash" / "models" / orphan.model_id / "artifacts").exists()
 
 
 def test_trainer_processes_end_with_a_killed_parent(write_study, tmp_path) -> None:

@@ -121,6 +121,42 @@ def test_three_workers_finish_exactly_n_trials(databases, tmp_path, write_study)
     }
 
 
+def test_students_kept_by_two_workers_export_alike(databases, tmp_path, write_study) -> None:
+    """Each worker logs the students of the trials it trained; any process exports them
+    from the shared stores, reproducing each trial's recorded test accuracy."""
+    import torch
+    from kdsweep_builtins.datasets import load_digits
+
+    import kdsweep
+
+    storage, tracking = databases
+    study = write_study(
+        name="distributed",
+        n_trials=4,
+        search="temperature = { low = 1.0, high = 8.0 }",
+        study={"baseline": False, "seed": None, "keep": "all"},
+        teacher={"epochs": 2},
+        train={"epochs": 2, "batch_size": 256, "lr": None},
+        schedule=None,
+    )
+    workers = [_worker(study, storage, tracking, tmp_path / "r") for _ in range(2)]
+    for worker in workers:
+        _, errors = worker.communicate(timeout=300)
+        assert worker.returncode == 0, errors[-2000:]
+    trials = optuna.load_study(study_name="distributed", storage=storage).trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
+    data = load_digits()
+    for trial in complete:
+        student = kdsweep.load_student(
+            study, trial.number, results=tmp_path / "r", storage=storage, tracking_uri=tracking
+        )
+        with torch.no_grad():
+            predicted = student(data.test_x).argmax(dim=1)
+        accuracy = (predicted == data.test_y).float().mean().item()
+        assert accuracy == trial.user_attrs["metrics"]["test_accuracy"], trial.number
+
+
 def test_a_killed_worker_loses_nothing(databases, tmp_path, write_study) -> None:
     storage, tracking = databases
     study = _study(write_study, n_trials=3, epochs=40)

@@ -1,0 +1,1 @@
+"""Students out of a finished study: loaded, retrained, exported to deployable files."""
