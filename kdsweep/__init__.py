@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RunOptions",
     "__version__",
+    "load_curves",
     "load_registry",
     "load_results",
     "load_student",
@@ -91,6 +92,18 @@ def load_results(study: Study | str | Path, results: str | Path | None = None) -
     :param results: the results folder, when it is not the study file's.
     """
     from kdsweep.cli.results import load_results as load
+
+    return load(study, str(results) if results is not None else None)
+
+
+def load_curves(study: Study | str | Path, results: str | Path | None = None) -> pd.DataFrame:
+    """Every trial's validation accuracy per epoch, in long format (one row per trial and
+    epoch: ``trial``, ``state``, ``epoch``, ``val_accuracy``).
+
+    :param study: a loaded study or a study file's path.
+    :param results: the results folder, when it is not the study file's.
+    """
+    from kdsweep.cli.results import load_curves as load
 
     return load(study, str(results) if results is not None else None)
 

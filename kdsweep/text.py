@@ -22,3 +22,14 @@ def redact_url(url: str) -> str:
     """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``; also a
     password without a user and one in the query string (``?password=...``)."""
     return _QUERY_PASSWORD.sub(r"\g<key>***", _PASSWORD.sub(r"\g<scheme>:***@", url))
+
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")  # :class:`~pkg.Name`, :func:`name`
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain_text(text: str) -> str:
+    """A docstring's reStructuredText as plain words: ``x`` -> x, :class:`~a.B` -> B,
+    and its lines joined into one paragraph."""
+    text = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1], text)
+    return " ".join(_LITERAL.sub(r"\1", text).split())

@@ -1,11 +1,10 @@
-"""Command line: ``kdsweep run | worker | plugins | report | export | ui``, a thin layer over the
-Python API."""
+"""Command line: ``kdsweep init | run | worker | plugins | report | export | ui | dashboard``,
+a thin layer over the Python API."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from kdsweep.project import __version__
 from kdsweep.run.locations import STORAGE_ENV, TRACKING_ENV, RunOptions, StudyLocations
 from kdsweep.run.signals import EXIT_INTERRUPTED
 from kdsweep.study.load import load_study
+from kdsweep.text import plain_text, redact_url
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -52,6 +52,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"{', '.join(map(str, summary.pareto)) or 'none yet'}"
         )
     where = f" --results {args.results}" if args.results else ""
+    if args.tracking_uri and args.tracking_uri != os.environ.get(TRACKING_ENV):
+        where += f" --tracking-uri {redact_url(args.tracking_uri)}"
     print(f"results in {summary.locations.results}; open them with: kdsweep ui {args.study}{where}")
     if settings.keep != "none" and summary.best:
         print(f"export the best student with: kdsweep export {args.study}{where} --best")
@@ -72,23 +74,39 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         if args.study
         else load_registry(args.plugin, base_dir=Path.cwd())
     )
-    table = Table(title="kdsweep components")
-    for header in ("kind", "name", "plugin", "version"):
-        table.add_column(header, no_wrap=True)
-    table.add_column("params")
-    table.add_column("description")
+    rows = []
     for kind in KINDS:
         for component in registry.components(kind):
+            origin = component.origin
+            plugin = f"{origin.plugin} ({origin.distribution} {origin.version})"
             params = ", ".join(f"{k}={v}" for k, v in component.params.items())
-            table.add_row(
-                kind,
-                component.name,
-                component.origin.plugin,
-                f"{component.origin.distribution} {component.origin.version}",
-                params,
-                component.description,
-            )
-    Console(width=max(160, Console().width)).print(table)
+            rows.append((kind, component.name, plugin, params, plain_text(component.description)))
+    if args.wide:  # one line per component
+        table = Table(title="kdsweep components")
+        headers = ("kind", "name", "plugin (version)", "params")
+        for number, header in enumerate(headers):
+            widest = max([len(header), *(len(row[number]) for row in rows)])
+            table.add_column(header, no_wrap=True, min_width=widest)
+        table.add_column("description")
+        for row in rows:
+            table.add_row(*row)
+    else:  # fits 80 columns: name on the left, the rest wrapped on the right
+        table = Table(title="kdsweep components", show_lines=True)
+        table.add_column("kind / name", no_wrap=True)
+        table.add_column("description, plugin (version), params", ratio=1)
+        for kind, name, plugin, params, about in rows:
+            details = "\n".join(part for part in (about, plugin, params) if part)
+            table.add_row(f"{kind}\n[bold]{name}[/]", details)
+    console = Console(width=max(160, Console().width)) if args.wide else Console()
+    console.print(table)
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from kdsweep.cli.starters import write_starter
+
+    path = write_starter(args.name, args.source, Path.cwd(), force=args.force)
+    print(f"wrote {path}; next: kdsweep run {path.name} && kdsweep ui {path.name}")
     return 0
 
 
@@ -151,23 +169,97 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    if args.tracking_uri:
-        uri = args.tracking_uri
-    elif args.study:
-        uri = StudyLocations.of(
-            load_study(args.study), RunOptions(results=args.results)
-        ).tracking_uri
+    from kdsweep.cli.servers import serve
+
+    study = load_study(args.study, args.plugin) if args.study else None
+    if study is not None:
+        options = RunOptions(results=args.results, tracking_uri=args.tracking_uri)
+        uri = StudyLocations.of(study, options).tracking_uri
     else:
-        uri = f"sqlite:///{Path(args.results or 'results').resolve() / 'mlflow.db'}"
+        uri = args.tracking_uri or f"sqlite:///{_results(args) / 'mlflow.db'}"
+    _require_store(uri, "tracking store", args)
+    server = f"http://{args.host}:{args.port}"
+    url = _runs_url(uri, study.settings.name, server) if study else server
     command = [sys.executable, "-m", "mlflow", "ui", "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
     # The store's URI goes through the environment: a password stays off the command line.
-    return subprocess.call(command, env={**os.environ, "MLFLOW_BACKEND_STORE_URI": uri})
+    return serve(command, {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}, "MLflow UI", url)
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from kdsweep.cli.servers import serve
+    from kdsweep.search.study import study_id
+
+    try:
+        import optuna_dashboard  # noqa: F401
+    except ImportError:
+        raise KdsweepError(
+            'kdsweep dashboard needs optuna-dashboard: pip install "kdsweep[dashboard]"'
+        ) from None
+    study = load_study(args.study, args.plugin)
+    options = RunOptions(results=args.results, storage=args.storage)
+    storage = StudyLocations.of(study, options).storage
+    _require_store(storage, "Optuna storage", args)
+    number = study_id(storage, study.settings.name)
+    server = f"http://{args.host}:{args.port}"
+    url = f"{server}/dashboard/studies/{number}" if number is not None else f"{server}/dashboard"
+    # The storage URL goes through the environment, off the command line.
+    run = (
+        "import os, optuna_dashboard; optuna_dashboard.run_server("
+        f"os.environ['{STORAGE_ENV}'], host={args.host!r}, port={args.port})"
+    )
+    command = [sys.executable, "-c", run]
+    return serve(command, {**os.environ, STORAGE_ENV: storage}, "Optuna dashboard", url)
+
+
+def _results(args: argparse.Namespace) -> Path:
+    return Path(args.results or "results").resolve()
+
+
+def _require_store(url: str, what: str, args: argparse.Namespace) -> None:
+    """A SQLite store that does not exist is a mistake (a missing --results), not a new
+    store to create empty."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        raise KdsweepError(
+            f"no {what} at {url.removeprefix('sqlite:///')}: run the study first, or pass "
+            "--results DIR as it ran"
+        )
+
+
+def _runs_url(tracking_uri: str, name: str, server: str) -> str:
+    """The study's runs view on ``server``, or the server itself for an unknown study."""
+    from mlflow import MlflowClient
+
+    from kdsweep.track.views import runs_url
+
+    experiment = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(name)
+    return runs_url(server, experiment.experiment_id) if experiment else server
+
+
+EXAMPLES = """commands, with an example each:
+  init       kdsweep init mystudy --from digits      a commented starter study file
+  run        kdsweep run mystudy.toml                run (or resume) a study
+  worker     kdsweep worker mystudy.toml --storage postgresql://host/db
+                                                     join a shared study as one more worker
+  plugins    kdsweep plugins                         every component, its plugin and version
+  report     kdsweep report mystudy.toml             tables, plots and the kept students
+  export     kdsweep export mystudy.toml --best --format onnx
+                                                     a kept student as a deployable file
+  ui         kdsweep ui mystudy.toml                 the MLflow UI on the study's runs
+  dashboard  kdsweep dashboard mystudy.toml          optuna-dashboard on the study
+
+exit status: 0 done, 1 the run failed, 2 bad input (before any training), 130 interrupted.
+`kdsweep COMMAND --help` shows a command's options."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every sub-command."""
-    parser = argparse.ArgumentParser(prog="kdsweep", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="kdsweep",
+        description="Knowledge-distillation sweeps: pluggy plugins, Optuna search, MLflow "
+        "tracking.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"kdsweep {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -210,9 +302,23 @@ def build_parser() -> argparse.ArgumentParser:
             worker._add_action(action)
     worker.set_defaults(handler=_cmd_run)
 
+    init = commands.add_parser("init", help="write a commented starter study file")
+    init.add_argument("name", nargs="?", default="study", help="file and study name (study)")
+    init.add_argument(
+        "--from",
+        dest="source",
+        default="digits",
+        help="the shipped study to start from (digits, response, feature, relation, ...)",
+    )
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+    init.set_defaults(handler=_cmd_init)
+
     plugins = commands.add_parser("plugins", help="list every registered component")
     plugins.add_argument("study", nargs="?", help="also load the plugins this study names")
     plugins.add_argument("--plugin", action="append", default=[], help="local plugin module or .py")
+    plugins.add_argument(
+        "--wide", action="store_true", help="one line per component (at least 160 columns)"
+    )
     plugins.set_defaults(handler=_cmd_plugins)
 
     report = commands.add_parser("report", help="tables and plots of a study's results")
@@ -264,7 +370,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--plugin", action="append", default=[], help="local plugin module")
     ui.set_defaults(handler=_cmd_ui)
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="open optuna-dashboard on a study's Optuna storage (needs kdsweep[dashboard])",
+    )
+    dashboard.add_argument("study", help="study file whose Optuna study to show")
+    dashboard.add_argument("--results", help="results folder (default: [study] results)")
+    for action in run._actions:
+        if action.dest == "storage":
+            dashboard._add_action(action)
+    dashboard.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.add_argument("--plugin", action="append", default=[], help="local plugin module")
+    dashboard.set_defaults(handler=_cmd_dashboard)
     return parser
 
 

@@ -3,7 +3,8 @@ versions as tags, and the per-epoch series worth a store write."""
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Mapping, Set
+from typing import Any
 
 from kdsweep.study.schema import SCHEDULE_TARGETS
 from kdsweep.study.settings import TrialSettings
@@ -45,6 +46,33 @@ def constant_values(settings: TrialSettings) -> frozenset[str]:
         if target not in settings.schedules
         and (target != "lr" or settings.train.warmup_epochs == 0)
     )
+
+
+SHORT_NAMES = {"student.width": "w", "loss.temperature": "T=", "loss.alpha": "a="}
+SHOWN_DIGITS = {"train_time_s": 3, "latency_ms": 4}  # others: 4 decimals; counts stay exact
+EXACT = frozenset({"params", "flops", "size_bytes", "pruned_at_epoch"})
+
+
+def run_name(number: int, params: Mapping[str, Any]) -> str:
+    """A trial run's name with its searched values, e.g. ``t12 w4 T=6.9 a=0.44``."""
+    parts = [f"t{number}"]
+    order = list(SHORT_NAMES)
+    for path, value in sorted(
+        params.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)
+    ):
+        label = SHORT_NAMES.get(path, f"{path.rsplit('.', 1)[-1]}=")
+        shown = f"{value:.2g}" if isinstance(value, float) and not value.is_integer() else value
+        parts.append(f"{label}{shown:g}" if isinstance(shown, float) else f"{label}{shown}")
+    return " ".join(parts)[:120]
+
+
+def shown_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Final metrics as MLflow shows them: accuracies and gains to 4 decimals, times to a
+    millisecond; counts exact (Optuna keeps the exact values)."""
+    return {
+        key: value if key in EXACT else round(value, SHOWN_DIGITS.get(key, 4))
+        for key, value in metrics.items()
+    }
 
 
 def epoch_metrics(report: EpochReport, constant: Set[str] = frozenset()) -> dict[str, float]:

@@ -17,6 +17,7 @@ from typing import Any
 from kdsweep.run.display import Display
 from kdsweep.run.keep import StudentKeeper, finish_quietly
 from kdsweep.run.locations import RunOptions
+from kdsweep.run.overview import describe_study, show_runs
 from kdsweep.run.plan import Plan, prepare, shared_paths
 from kdsweep.run.processes import TrainerPool, TrainerSpec, fork_is_safe
 from kdsweep.run.reconcile import reconcile
@@ -55,6 +56,7 @@ def _run(
     with display:
         try:
             reconcile(optuna_study, tracker)  # after a crash, before anything new
+            show_runs(tracker, study)
             display.stage(
                 f"study [bold]{study.settings.name}[/] on {plan.device}: optuna "
                 f"{redact_url(locations.storage)}, mlflow {redact_url(locations.tracking_uri)}"
@@ -85,7 +87,10 @@ def _run(
             with contextlib.suppress(Exception):
                 tracker.close(status)
     references = (teachers[0] if teachers else None, baselines.at_study_seed() if baselines else {})
-    return summarise(optuna_study, study, locations, references, outcomes)
+    summary = summarise(optuna_study, study, locations, references, outcomes)
+    with contextlib.suppress(Exception):  # a description is not worth failing a study for
+        describe_study(tracker, study, summary)
+    return summary
 
 
 def _search(plan: Plan, optuna_study: object, trials: TrialRuns, display: Display) -> list[Outcome]:

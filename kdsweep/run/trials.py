@@ -16,7 +16,13 @@ from kdsweep.faults import fault_point
 from kdsweep.run.display import Bar, Display
 from kdsweep.run.keep import StudentKeeper
 from kdsweep.run.processes import TrainerDied, TrainerPool
-from kdsweep.run.records import component_tags, constant_values, epoch_metrics
+from kdsweep.run.records import (
+    component_tags,
+    constant_values,
+    epoch_metrics,
+    run_name,
+    shown_metrics,
+)
 from kdsweep.run.references import Baselines
 from kdsweep.search import storage
 from kdsweep.search.trial import TrialHandle, TrialPruned
@@ -30,6 +36,7 @@ from kdsweep.train.fused import SHARED_TRAIN_SETTINGS
 from kdsweep.train.trainer import StudyTrainer
 
 Result = FitResult | Exception
+COMPONENTS_ATTR = "components"  # the Optuna trial's components: name, plugin, version
 Metrics = dict[str, float]
 
 
@@ -43,6 +50,18 @@ class _OpenTrial:
     bar: Bar
     on_epoch: Callable[[EpochReport], None] = lambda report: None
     train_time_s: float = 0.0  # training and evaluation as of the last epoch
+    last: EpochReport | None = None  # the last epoch reported
+
+    def last_epoch_metrics(self) -> Metrics:
+        """What a trial stopped early shows as its final metrics: its last epoch's."""
+        if self.last is None:
+            return {}
+        return {
+            "val_accuracy": self.last.val_accuracy,
+            "train_loss": self.last.train_loss,
+            "train_time_s": self.train_time_s,
+            "pruned_at_epoch": float(self.last.epoch),
+        }
 
 
 def fusion_key(settings: TrialSettings) -> tuple:
@@ -172,17 +191,18 @@ class TrialRuns:
     def _open(self, handle: TrialHandle, extra_tags: Mapping[str, str] | None = None) -> _OpenTrial:
         settings = self.study.resolve(handle.params)
         handle.trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        components = component_tags(self.study, settings)
+        handle.trial.set_user_attr(COMPONENTS_ATTR, components)
         run_tags = {
-            **component_tags(self.study, settings),
+            **components,
             **(extra_tags or {}),
             tags.TRIAL_NUMBER: str(handle.number),
         }
         retry_of = storage.retried_trial(handle.trial)
         if retry_of is not None:
             run_tags[tags.RETRY_OF] = str(retry_of)
-        run_id = self.tracker.start_run(
-            "trial", f"trial-{handle.number}", settings.flat(), run_tags
-        )
+        name = run_name(handle.number, handle.params)
+        run_id = self.tracker.start_run("trial", name, settings.flat(), run_tags)
         handle.trial.set_user_attr("mlflow_run_id", run_id)
         bar = self.display.run_started(f"trial {handle.number}", self.trainer.epochs(settings))
         trial = _OpenTrial(handle, settings, run_id, bar)
@@ -190,7 +210,7 @@ class TrialRuns:
 
         def on_epoch(report: EpochReport) -> None:
             fault_point("trial_epoch")
-            trial.train_time_s = report.train_time_s
+            trial.train_time_s, trial.last = report.train_time_s, report
             self.tracker.log_epoch(run_id, epoch_metrics(report, constant), step=report.epoch)
             shown = " ".join(f"{k} {v:.2f}" for k, v in report.values.items())
             self.display.epoch(bar, report.epoch, report.val_accuracy, shown)
@@ -211,11 +231,12 @@ class TrialRuns:
         self.display.run_ended(trial.bar)
         if isinstance(outcome, Exception):  # the training time it took before it ended
             trial.handle.trial.set_user_attr("train_time_s", trial.train_time_s)
-        if isinstance(outcome, TrialPruned):
-            self.tracker.end_run(run_id, "KILLED", tags=tags.ended("PRUNED", str(outcome)))
-            raise outcome
-        if isinstance(outcome, DivergedError):
-            self.tracker.end_run(run_id, "KILLED", tags=tags.ended("PRUNED", str(outcome)))
+        if isinstance(outcome, TrialPruned | DivergedError):
+            stopped = shown_metrics(trial.last_epoch_metrics())
+            ended = tags.ended("PRUNED", str(outcome))
+            self.tracker.end_run(run_id, "KILLED", stopped, ended)
+            if isinstance(outcome, TrialPruned):
+                raise outcome
             raise TrialPruned(str(outcome)) from outcome
         if isinstance(outcome, torch.cuda.OutOfMemoryError):
             gc.collect()
@@ -234,7 +255,9 @@ class TrialRuns:
         if student is not None:
             end_tags[tags.MODEL_ID] = student.model_id
         model_id = student.model_id if student else None
-        self.tracker.end_run(run_id, "FINISHED", metrics, end_tags, model_id=model_id)
+        self.tracker.end_run(
+            run_id, "FINISHED", shown_metrics(metrics), end_tags, model_id=model_id
+        )
         trial.handle.trial.set_user_attr("metrics", metrics)
         return metrics
 

@@ -125,3 +125,14 @@ def with_fixed_params(study: optuna.Study, fixed: Mapping[str, Any]) -> optuna.S
             storage=study._storage,  # Optuna 5.0: private, see heartbeat()
             sampler=optuna.samplers.PartialFixedSampler(dict(fixed), study.sampler),
         )
+
+
+def save_intermediate_values(trial: optuna.Trial, values: Mapping[int, float]) -> None:
+    """Store per-epoch values as the trial's intermediate values (Optuna's dashboard and
+    ``FrozenTrial.intermediate_values`` read them). ``Trial.report`` refuses every
+    multi-objective study (Optuna 5.0: ``NotImplementedError: Trial.report is not supported
+    for multi-objective optimization.``); the storage call it makes does not check, and
+    kdsweep's pruning never reads these values, so the check guards nothing here."""
+    storage, trial_id = trial.storage, trial._trial_id  # private: checked on Optuna 5.0
+    for step, value in values.items():
+        storage.set_trial_intermediate_value(trial_id, step, value)

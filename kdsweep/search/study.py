@@ -16,9 +16,10 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 def open_study(
     settings: StudySettings, storage: str, sampler: optuna.samplers.BaseSampler
 ) -> optuna.Study:
-    """Create the study, or load it when it exists (so a rerun resumes it)."""
+    """Create the study, or load it when it exists (so a rerun resumes it); its objectives
+    carry the metrics' names (Optuna's dashboard shows them)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=settings.name,
         storage=make_storage(storage),
         sampler=sampler,
@@ -26,6 +27,10 @@ def open_study(
         directions=[goal.direction for goal in settings.objectives],
         load_if_exists=True,
     )
+    names = [goal.metric for goal in settings.objectives]
+    if study.metric_names != names:
+        study.set_metric_names(names)
+    return study
 
 
 def create_optuna_schema(url: str) -> None:
@@ -67,3 +72,11 @@ def is_surplus(study: optuna.Study, number: int, n_trials: int) -> bool:
     alive = (*FINISHED, TrialState.RUNNING)
     earlier = [t for t in study.get_trials(deepcopy=False, states=alive) if t.number < number]
     return len(earlier) >= n_trials
+
+
+def study_id(storage: str, name: str) -> int | None:
+    """The storage's id of study ``name`` (optuna-dashboard's URLs use it), if it has one."""
+    try:
+        return optuna.storages.get_storage(storage).get_study_id_from_name(name)
+    except KeyError:
+        return None

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from kdsweep.faults import fault_point
 from kdsweep.search.pruners import EPOCH_VALUES, WidthPruning, reads_running_trials
+from kdsweep.search.storage import save_intermediate_values
 from kdsweep.study.goals import Constraint, Goal
 from kdsweep.study.space import WIDTH, Dimension
 
@@ -35,6 +36,7 @@ class TrialHandle:
     interrupted: threading.Event | None = None  # set when another thread saw Ctrl-C
     _pruning: WidthPruning | None = None
     _saved_at: float | None = None
+    _saved_steps: set[int] = field(default_factory=set)  # intermediate values stored
 
     @property
     def number(self) -> int:
@@ -63,9 +65,13 @@ class TrialHandle:
             raise TrialPruned(f"pruned at epoch {step} (val_accuracy {value:.4f})")
 
     def save(self) -> None:
-        """Write the per-epoch values that :meth:`report` kept in memory."""
+        """Write the per-epoch values that :meth:`report` kept in memory, and the ones not
+        stored yet as Optuna intermediate values."""
         if self.epoch_values and not reads_running_trials(self.pruner):
             self.trial.set_user_attr(EPOCH_VALUES, self.epoch_values)
+        new = {int(k): v for k, v in self.epoch_values.items() if int(k) not in self._saved_steps}
+        save_intermediate_values(self.trial, new)
+        self._saved_steps.update(new)
 
 
 def sample_params(trial: optuna.Trial, space: Sequence[Dimension]) -> dict[str, Any]:

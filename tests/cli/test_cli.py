@@ -10,11 +10,22 @@ from pathlib import Path
 from kdsweep.cli import main
 
 
-def test_plugins_lists_builtins_with_origin_and_params(capsys) -> None:
+def test_plugins_fits_80_columns_in_plain_text(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert "``" not in out and ":class:" not in out and ":func:" not in out
+    for name in ("digits", "cnn", "kd", "dkd", "linear_warmup"):
+        assert f" {name} " in out
+    assert "builtin-losses (kdsweep 0.1.0)" in out
+
+
+def test_plugins_wide_lists_builtins_with_origin_and_params(capsys) -> None:
+    assert main(["plugins", "--wide"]) == 0
+    out = capsys.readouterr().out
     (kd_line,) = [line for line in out.splitlines() if " kd " in line]
-    assert "loss" in kd_line and "builtin-losses" in kd_line and "kdsweep 0.1.0" in kd_line
+    assert "loss" in kd_line and "builtin-losses (kdsweep 0.1.0)" in kd_line
     assert "temperature=4.0" in kd_line and "alpha=0.9" in kd_line
     for name in ("digits", "cnn", "mlp", "ce", "constant", "linear", "exponential"):
         assert f" {name} " in out

@@ -101,9 +101,8 @@ def test_the_front_and_the_best_per_width_are_logged_models(finished, monkeypatc
         assert model.tags["kdsweep.student.version"]
         assert model.params["student.width"] == str(trial.params["student.width"])
         linked = {m.key: m.value for m in model.metrics}
-        assert linked["test_accuracy"] == pytest.approx(
-            trial.user_attrs["metrics"]["test_accuracy"]
-        )
+        recorded = trial.user_attrs["metrics"]["test_accuracy"]
+        assert linked["test_accuracy"] == round(recorded, 4)  # as the UI shows it
         signature = mlflow.models.get_model_info(f"models:/{model.model_id}").signature
         assert signature.inputs.inputs[0].shape == (-1, 1, 8, 8)
         assert signature.outputs.inputs[0].shape == (-1, 10)
@@ -282,3 +281,34 @@ def test_students_trained_in_trainer_processes_export_the_same(write_study, tmp_
         with torch.no_grad():
             accuracy = _accuracy(student(inputs), targets)
         assert accuracy == trial.user_attrs["metrics"]["test_accuracy"], trial.number
+
+
+def test_the_stores_name_objectives_curves_and_runs(finished) -> None:
+    """What optuna-dashboard and the MLflow UI read: objective names, intermediate values
+    (multi-objective: Trial.report refuses them), run names, the runs view, the summary."""
+    study, results = finished
+    optuna_study, client = _stores(results)
+    assert optuna_study.metric_names == ["val_accuracy", "params"]
+    complete = [t for t in optuna_study.trials if t.state == TrialState.COMPLETE]
+    for trial in complete:
+        assert sorted(trial.intermediate_values) == [0, 1, 2, 3]
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        width, temperature = trial.params["student.width"], trial.params["loss.temperature"]
+        assert run.info.run_name == f"t{trial.number} w{width} T={temperature:.2g}"
+        assert run.data.metrics["val_accuracy"] == round(trial.values[0], 4)
+    experiment = client.get_experiment_by_name(NAME)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.kdsweep"])
+    assert view["searchFilter"] == "tags.`kdsweep.role` = 'trial'"
+    assert view["selectedColumns"][:2] == ["params.`loss.temperature`", "params.`student.width`"]
+    assert {"metrics.`val_accuracy`", "metrics.`params`", "metrics.`kd_gain`"} <= set(
+        view["selectedColumns"]
+    )
+    description = experiment.tags["mlflow.note.content"]
+    assert f"**kdsweep study `{NAME}`**" in description and "Pareto front: trials" in description
+    curves = kdsweep.load_curves(study, results)
+    assert len(curves) == 4 * len(optuna_study.trials)
+    first = curves[curves.trial == complete[0].number].set_index("epoch").val_accuracy
+    assert first.to_dict() == complete[0].intermediate_values
+    frame = kdsweep.load_results(study, results)
+    assert (frame["component.student.plugin"] == "builtin-models").all()
