@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,13 +69,23 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
-def test_the_ui_opens_on_the_trial_runs_and_compares_two(browser, finished) -> None:
+@contextmanager
+def _serving(command: str, finished: tuple[Path, Path], ready: str) -> Iterator[str]:
+    """``kdsweep <command>`` on the finished study, stopped afterwards: its address."""
     study, results = finished
     port = str(free_port())
     process, url = start(
-        "ui", str(study), "--results", str(results), "--port", port, ready="/health"
+        command, str(study), "--results", str(results), "--port", port, ready=ready
     )
     try:
+        yield url
+    finally:
+        stop(process)
+
+
+def test_the_ui_opens_on_the_trial_runs_and_compares_two(browser, finished) -> None:
+    _, results = finished
+    with _serving("ui", finished, "/health") as url:
         assert "/runs?viewStateShareKey=kdsweep" in url
         page = _page(browser, url)
         page.get_by_text("Training runs").first.wait_for(timeout=60_000)
@@ -92,17 +104,10 @@ def test_the_ui_opens_on_the_trial_runs_and_compares_two(browser, finished) -> N
         page.get_by_text("Comparing 2 Runs").first.wait_for(timeout=60_000)
         _shot(page, "mlflow-compare")
         assert all(page.get_by_text(r.info.run_name).count() >= 1 for r in runs)
-    finally:
-        stop(process)
 
 
 def test_the_dashboard_names_the_objectives(browser, finished) -> None:
-    study, results = finished
-    port = str(free_port())
-    process, url = start(
-        "dashboard", str(study), "--results", str(results), "--port", port, ready="/dashboard"
-    )
-    try:
+    with _serving("dashboard", finished, "/dashboard") as url:
         page = _page(browser, url)
         page.wait_for_function("document.body.innerText.includes('Best Trials')", timeout=60_000)
         page.wait_for_timeout(2000)  # the charts draw after the study loads
@@ -110,5 +115,3 @@ def test_the_dashboard_names_the_objectives(browser, finished) -> None:
         shown = page.inner_text("body")
         assert "val_accuracy" in shown and "params" in shown  # the objectives, named
         assert "Objective 0" not in shown and "Objective 1" not in shown
-    finally:
-        stop(process)
