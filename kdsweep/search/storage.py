@@ -129,10 +129,12 @@ def with_fixed_params(study: optuna.Study, fixed: Mapping[str, Any]) -> optuna.S
 
 def save_intermediate_values(trial: optuna.Trial, values: Mapping[int, float]) -> None:
     """Store per-epoch values as the trial's intermediate values (Optuna's dashboard and
-    ``FrozenTrial.intermediate_values`` read them). ``Trial.report`` refuses every
-    multi-objective study (Optuna 5.0: ``NotImplementedError: Trial.report is not supported
-    for multi-objective optimization.``); the storage call it makes does not check, and
-    kdsweep's pruning never reads these values, so the check guards nothing here."""
+    ``FrozenTrial.intermediate_values`` read them), written in batches as the rest of a
+    trial's per-epoch values. Single-objective studies only: in a multi-objective one
+    (Optuna 5.0) ``Trial.report`` raises ``NotImplementedError``, and a pruned trial with
+    intermediate values makes the TPE sampler fail at the next suggestion
+    (``_get_pruned_trial_score`` reads ``study.direction``: ``RuntimeError: A single
+    direction cannot be retrieved from a multi-objective study``)."""
     storage, trial_id = trial.storage, trial._trial_id  # private: checked on Optuna 5.0
     for step, value in values.items():
         storage.set_trial_intermediate_value(trial_id, step, value)

@@ -65,10 +65,12 @@ class TrialHandle:
             raise TrialPruned(f"pruned at epoch {step} (val_accuracy {value:.4f})")
 
     def save(self) -> None:
-        """Write the per-epoch values that :meth:`report` kept in memory, and the ones not
-        stored yet as Optuna intermediate values."""
+        """Write the per-epoch values that :meth:`report` kept in memory, and (in a
+        single-objective study) the ones not stored yet as Optuna intermediate values."""
         if self.epoch_values and not reads_running_trials(self.pruner):
             self.trial.set_user_attr(EPOCH_VALUES, self.epoch_values)
+        if len(self.trial.study.directions) > 1:
+            return  # see save_intermediate_values: TPE then fails on every pruned trial
         new = {int(k): v for k, v in self.epoch_values.items() if int(k) not in self._saved_steps}
         save_intermediate_values(self.trial, new)
         self._saved_steps.update(new)

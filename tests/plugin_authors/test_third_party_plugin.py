@@ -47,12 +47,12 @@ def _kdsweep(env: dict[str, str], *args: str, cwd: Path | None = None):
 
 
 def test_installed_plugin_is_listed(plugin_env) -> None:
-    listing = _kdsweep(plugin_env, "plugins")
+    listing = _kdsweep(plugin_env, "plugins", "--wide")
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
     for name in ("dwsep", "logit_mse"):
         (line,) = [line for line in lines if f" {name} " in line]
-        assert "example" in line and "kdsweep-example-plugin 0.2.0" in line
+        assert "example (kdsweep-example-plugin 0.2.0)" in line
 
 
 def test_study_uses_the_plugin_student_and_loss(plugin_env, tmp_path) -> None:
@@ -65,7 +65,7 @@ def test_study_uses_the_plugin_student_and_loss(plugin_env, tmp_path) -> None:
         tags = run.data.tags
         assert (tags["kdsweep.student"], tags["kdsweep.student.plugin"]) == ("dwsep", "example")
         assert (tags["kdsweep.loss"], tags["kdsweep.loss.version"]) == ("logit_mse", "0.2.0")
-        assert run.data.metrics["val_accuracy"] > 0.1
+        assert 0 < run.data.metrics["val_accuracy"] <= 1
 
 
 def test_the_plugins_own_tests_pass(plugin_env) -> None:

@@ -10,6 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from mlflow import MlflowClient
+from servers import descendants
+
 from kdsweep.run.locations import STORAGE_ENV, TRACKING_ENV, RunOptions
 from kdsweep.run.plan import prepare
 from kdsweep.run.workers import worker_command
@@ -46,37 +49,25 @@ def test_the_worker_reads_its_stores_from_the_environment(write_study, tmp_path)
 
 def test_the_ui_gets_its_store_through_the_environment(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).search_experiments()  # a store that exists
     process = subprocess.Popen(
         [sys.executable, "-m", "kdsweep", "ui", "--port", "0"],
         env={**os.environ, TRACKING_ENV: uri},  # as a password-holding URI would be given
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
     )
     try:
         deadline, seen = time.monotonic() + 60, []
         while time.monotonic() < deadline and not seen:
-            seen = [pid for pid in _group(process.pid) if b"mlflow" in _cmdline(pid)]
+            seen = [pid for pid in descendants(process.pid) if b"mlflow" in _cmdline(pid)]
             time.sleep(0.2)
         assert seen, "the MLflow UI did not start"
-        for pid in _group(process.pid):
+        for pid in [process.pid, *descendants(process.pid)]:
             assert str(tmp_path).encode() not in _cmdline(pid)
         assert f"MLFLOW_BACKEND_STORE_URI={uri}".encode() in _environ(seen[0])
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.kill(process.pid, signal.SIGTERM)  # it stops the server's process group
         process.wait(timeout=30)
-
-
-def _group(leader: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == leader:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
 
 
 def _cmdline(pid: int) -> bytes:
