@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
@@ -27,6 +28,4 @@ def student_models(tracking_uri: str, experiment_name: str) -> list[Any]:
 
 def weight_files(folder: Any) -> list[Any]:
     """Files under ``folder`` that hold a kept student's weights."""
-    from pathlib import Path
-
     return [p for p in Path(folder).rglob("*") if p.name in ("model.pth", "weights.safetensors")]

@@ -5,9 +5,10 @@ preprocessing, component plugins), ONNX files checked against PyTorch."""
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from kdsweep.export.formats import FORMATS, OnnxCheck, check_format, check_onnx, write_model
 from kdsweep.export.students import Selection, Student, StudyStudents
@@ -60,7 +61,7 @@ def _write(students: StudyStudents, student: Student, format: str, folder: Path)
     stem = f"{study.settings.name}-trial{number}" + ("-retrained" if student.retrained else "")
     model_file = folder / f"{stem}{FORMATS[format]}"
     sample = data.test_x[:2]
-    write_model(student.model, sample, format, model_file)
+    _replace_whole(model_file, lambda path: write_model(student.model, sample, format, path))
     test_accuracy = students.test_accuracy(student)
     onnx = None
     if format == "onnx":
@@ -86,7 +87,8 @@ def _write(students: StudyStudents, student: Student, format: str, folder: Path)
         "onnx_check": asdict(onnx) if onnx else None,
     }
     description_file = model_file.with_name(f"{model_file.name}.json")
-    description_file.write_text(json.dumps(description, indent=2, default=_plain) + "\n")
+    text = json.dumps(description, indent=2, default=str) + "\n"
+    _replace_whole(description_file, lambda path: path.write_text(text))
     return Exported(
         trial=number,
         width=student.settings.student.width,
@@ -99,5 +101,12 @@ def _write(students: StudyStudents, student: Student, format: str, folder: Path)
     )
 
 
-def _plain(value: Any) -> Any:
-    return str(value)
+def _replace_whole(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` to a temporary name beside ``path``, then rename: a killed export or a
+    full disk leaves the previous file (or none), never half of one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -15,12 +15,11 @@ from torch import nn
 
 from kdsweep.errors import ConfigError
 from kdsweep.plugin.types import DataSplits
-from kdsweep.run.keep import MODEL_ID_ATTR
+from kdsweep.run.keep import names_student
 from kdsweep.run.locations import RunOptions, StudyLocations
 from kdsweep.run.stored import stored_study, stored_tracker
 from kdsweep.search.keep import best_per_width, champion, pareto_front, scored_trials
 from kdsweep.study.settings import TrialSettings
-from kdsweep.study.space import WIDTH
 from kdsweep.study.study import Study
 from kdsweep.track import models as logged
 from kdsweep.track.models import StudentModel
@@ -96,7 +95,7 @@ class StudyStudents:
                 )
             return [chosen]
         goals = self.study.settings.objectives
-        scored = scored_trials(self.optuna_study, self.width_of)
+        scored = scored_trials(self.optuna_study, self.study.width_of)
         if selection.front:
             picked = pareto_front(scored, goals)
         elif selection.width is not None:
@@ -114,19 +113,14 @@ class StudyStudents:
             raise ConfigError(f"{name} has no complete trial yet: run it first")
         return [trials[s.number] for s in sorted(picked, key=lambda s: s.number)]
 
-    def width_of(self, trial: FrozenTrial) -> float:
-        """The trial's student width."""
-        return trial.params.get(WIDTH, self.study.tree["student"]["width"])
-
     def kept(self) -> dict[int, StudentModel]:
         """The study's kept students by trial number (those its trials still name)."""
         trials = {t.number: t for t in self.optuna_study.get_trials(deepcopy=False)}
-        found = {}
-        for student in logged.student_models(self.tracker):
-            trial = trials.get(student.trial)
-            if trial is not None and trial.user_attrs.get(MODEL_ID_ATTR) == student.model_id:
-                found[student.trial] = student
-        return found
+        return {
+            student.trial: student
+            for student in logged.student_models(self.tracker)
+            if names_student(trials.get(student.trial), student)
+        }
 
     def load(self, trial: FrozenTrial) -> Student:
         """The trial's kept student, rebuilt from its plugin with the stored weights."""

@@ -23,7 +23,6 @@ from kdsweep.project import NAME, __version__
 from kdsweep.run.records import component_tags
 from kdsweep.search.keep import Scored, champion, kept, scored_trials
 from kdsweep.study.settings import TrialSettings
-from kdsweep.study.space import WIDTH
 from kdsweep.study.study import Study
 from kdsweep.track import models as logged
 from kdsweep.track.models import StudentModel, StudentRecord
@@ -62,12 +61,18 @@ class StudentKeeper:
             settings.student.width,
             all(c.violation(metrics) <= 0 for c in self.study.settings.constraints),
         )
-        others = [s for s in scored_trials(trial.study, self._width) if s.number != trial.number]
+        register = self.study.settings.register
+        others: list[Scored] = []
+        if self.policy != "all" or register:  # one storage read, only when it decides
+            others = [
+                s
+                for s in scored_trials(trial.study, self.study.width_of)
+                if s.number != trial.number
+            ]
         if trial.number not in kept([*others, candidate], goals, self.policy):
             return None
         student = self._log(trial.number, settings, outcome.weights, metrics, run_id)
         trial.set_user_attr(MODEL_ID_ATTR, student.model_id)
-        register = self.study.settings.register
         best = champion([*others, candidate], goals)
         if register and best is not None and best.number == trial.number:
             logged.register_champion(self.tracker, register, student)
@@ -78,18 +83,14 @@ class StudentKeeper:
         champion alias at the best kept one; returns the students kept."""
         trials = {t.number: t for t in optuna_study.get_trials(deepcopy=False)}
         goals = self.study.settings.objectives
-        scored = scored_trials(optuna_study, self._width)
+        scored = scored_trials(optuna_study, self.study.width_of)
         keeping = kept(scored, goals, self.policy)
         survivors = []
         for student in logged.student_models(self.tracker):
             trial = trials.get(student.trial)
             if trial is not None and trial.state == TrialState.RUNNING:
                 survivors.append(student)  # still closing (another worker): its call
-            elif (
-                student.trial in keeping
-                and trial is not None
-                and trial.user_attrs.get(MODEL_ID_ATTR) == student.model_id
-            ):
+            elif student.trial in keeping and names_student(trial, student):
                 survivors.append(student)
             else:
                 logged.delete_student(self.tracker, student)
@@ -99,9 +100,6 @@ class StudentKeeper:
         if register and best is not None and best.number in by_trial:
             logged.register_champion(self.tracker, register, by_trial[best.number])
         return survivors
-
-    def _width(self, trial: FrozenTrial) -> float:
-        return trial.params.get(WIDTH, self.study.tree["student"]["width"])
 
     def _log(
         self,
@@ -141,6 +139,12 @@ class StudentKeeper:
         if origin.distribution != NAME and origin.version != "local":
             wanted.append(f"{origin.distribution}=={origin.version}")
         return tuple(wanted)
+
+
+def names_student(trial: FrozenTrial | None, student: StudentModel) -> bool:
+    """Whether the trial still names this logged model as its student (a student logged
+    by a run that a crash cut short is not its trial's)."""
+    return trial is not None and trial.user_attrs.get(MODEL_ID_ATTR) == student.model_id
 
 
 def finish_quietly(keeper: StudentKeeper, optuna_study: Any) -> None:

@@ -11,7 +11,6 @@ from optuna.trial import TrialState
 
 from kdsweep.run.locations import StudyLocations
 from kdsweep.search.trial import Outcome
-from kdsweep.study.space import WIDTH
 from kdsweep.study.study import Study
 from kdsweep.train.references import ModelRecord
 
@@ -54,7 +53,7 @@ def best_per_width(optuna_study: Any, study: Study) -> dict[float, TrialRecord]:
     complete.sort(key=lambda t: t.values[0], reverse=primary.direction == "maximize")
     best: dict[float, TrialRecord] = {}
     for t in complete:
-        width = t.params.get(WIDTH, study.tree["student"]["width"])
+        width = study.width_of(t.params)
         if width not in best:
             metrics = t.user_attrs.get("metrics", {})
             best[width] = TrialRecord(

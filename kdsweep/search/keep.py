@@ -10,11 +10,11 @@ the end.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from kdsweep.study.goals import Goal
 
@@ -52,8 +52,7 @@ def best_per_width(trials: Iterable[Scored], goals: Sequence[Goal]) -> dict[floa
 
 def champion(trials: Iterable[Scored], goals: Sequence[Goal]) -> Scored | None:
     """The best trial of all by the first objective (the earlier one on a tie)."""
-    ordered = sorted(trials, key=lambda t: (_signed(t, goals)[0], t.number))
-    return ordered[0] if ordered else None
+    return min(trials, key=lambda t: (_signed(t, goals)[0], t.number), default=None)
 
 
 def pareto_front(trials: Iterable[Scored], goals: Sequence[Goal]) -> list[Scored]:
@@ -67,13 +66,16 @@ def pareto_front(trials: Iterable[Scored], goals: Sequence[Goal]) -> list[Scored
     ]
 
 
-def scored_trials(optuna_study: Any, width_of: Callable[[FrozenTrial], float]) -> list[Scored]:
-    """The study's complete trials, scored."""
+def scored_trials(
+    optuna_study: Any, width_of: Callable[[Mapping[str, Any]], float]
+) -> list[Scored]:
+    """The study's complete trials, scored; ``width_of`` maps a trial's params to its
+    student width."""
     return [
         Scored(
             trial.number,
             tuple(trial.values),
-            width_of(trial),
+            width_of(trial.params),
             all(v <= 0 for v in trial.system_attrs.get("constraints", ())),
         )
         for trial in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

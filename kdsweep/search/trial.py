@@ -37,6 +37,7 @@ class TrialHandle:
     _pruning: WidthPruning | None = None
     _saved_at: float | None = None
     _saved_steps: set[int] = field(default_factory=set)  # intermediate values stored
+    _multi_objective: bool | None = None
 
     @property
     def number(self) -> int:
@@ -69,7 +70,9 @@ class TrialHandle:
         single-objective study) the ones not stored yet as Optuna intermediate values."""
         if self.epoch_values and not reads_running_trials(self.pruner):
             self.trial.set_user_attr(EPOCH_VALUES, self.epoch_values)
-        if len(self.trial.study.directions) > 1:
+        if self._multi_objective is None:  # a storage read: once per trial
+            self._multi_objective = len(self.trial.study.directions) > 1
+        if self._multi_objective:
             return  # see save_intermediate_values: TPE then fails on every pruned trial
         new = {int(k): v for k, v in self.epoch_values.items() if int(k) not in self._saved_steps}
         save_intermediate_values(self.trial, new)

@@ -85,6 +85,10 @@ class Study:
             return [self.tree["student"]["width"]]
         return sorted(set(dim.choices)) if dim.kind == "categorical" else []
 
+    def width_of(self, params: Mapping[str, Any]) -> float:
+        """The student width of a trial with these searched ``params``."""
+        return params.get(WIDTH, self.tree["student"]["width"])
+
     def dimension(self, path: str) -> Dimension | None:
         """The searched dimension of ``path``, if the study searches it."""
         return next((dim for dim in self.search if dim.path == path), None)

@@ -147,17 +147,6 @@ def register_champion(tracker: Tracker, name: str, student: StudentModel) -> str
     return version
 
 
-def champion(tracker: Tracker, name: str) -> tuple[str, str] | None:
-    """The (model id, version) the ``champion`` alias of ``name`` points at, if any."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        found = tracker.client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None
-    return found.model_id, found.version
-
-
 def _registered_version(tracker: Tracker, name: str, student: StudentModel) -> str:
     from mlflow.exceptions import MlflowException
 

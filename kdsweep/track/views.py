@@ -64,10 +64,3 @@ def runs_url(server: str, experiment_id: str) -> str:
     """The address of the experiment's runs view on an MLflow server."""
     base = f"{server.rstrip('/')}/#/experiments/{quote(experiment_id)}/runs"
     return f"{base}?viewStateShareKey={VIEW_KEY}"
-
-
-def compare_url(server: str, experiment_id: str, run_ids: Sequence[str]) -> str:
-    """The address of MLflow's compare page for the given runs."""
-    runs = quote(json.dumps(list(run_ids)))
-    experiments = quote(json.dumps([experiment_id]))
-    return f"{server.rstrip('/')}/#/compare-runs?runs={runs}&experiments={experiments}"

@@ -253,13 +253,36 @@ def test_fitnet_pools_feature_maps_to_the_teacher_size() -> None:
     assert isinstance(module.connector, torch.nn.Conv2d)
 
 
-def test_attention_transfer() -> None:
-    f_student, f_teacher = RNG.normal(size=(4, 3, 2, 2)), RNG.normal(size=(4, 5, 2, 2))
+def ref_avg_pool(f: np.ndarray, size: int) -> np.ndarray:
+    """Average-pool (B, C, H, W) to (B, C, size, size) when H = W is a multiple of size."""
+    b, c, h, _ = f.shape
+    k = h // size
+    return f.reshape(b, c, size, k, size, k).mean(axis=(3, 5))
+
+
+@pytest.mark.parametrize(
+    ("student_side", "teacher_side"),
+    [(2, 2), (2, 4), (4, 2)],
+    ids=["same size", "larger teacher map", "larger student map"],
+)
+def test_attention_transfer(student_side: int, teacher_side: int) -> None:
+    # The reference implementations pool the larger map down to the smaller one.
+    f_student = RNG.normal(size=(4, 3, student_side, student_side))
+    f_teacher = RNG.normal(size=(4, 5, teacher_side, teacher_side))
+    side = min(student_side, teacher_side)
     check(
         lambda f: attention_transfer_loss(
             features_batch({"x": f}, {"y": f_teacher}), student_layer="x", teacher_layer="y"
         ),
-        lambda f: float(np.mean((ref_attention(f) - ref_attention(f_teacher)) ** 2)),
+        lambda f: float(
+            np.mean(
+                (
+                    ref_attention(ref_avg_pool(f, side))
+                    - ref_attention(ref_avg_pool(f_teacher, side))
+                )
+                ** 2
+            )
+        ),
         f_student,
     )
 
@@ -282,39 +305,6 @@ def test_sp() -> None:
     check(
         lambda f: sp_loss(features_batch({"penultimate": f}, {"penultimate": f_teacher})),
         lambda f: ref_sp(f, f_teacher),
-        f_student,
-    )
-
-
-def ref_avg_pool(f: np.ndarray, size: int) -> np.ndarray:
-    """Average-pool (B, C, H, W) to (B, C, size, size) when H = W is a multiple of size."""
-    b, c, h, _ = f.shape
-    k = h // size
-    return f.reshape(b, c, size, k, size, k).mean(axis=(3, 5))
-
-
-def test_attention_transfer_pools_the_larger_teacher_map_down() -> None:
-    # The reference implementations pool the larger map (here the teacher's) to the smaller.
-    f_student, f_teacher = RNG.normal(size=(4, 3, 2, 2)), RNG.normal(size=(4, 5, 4, 4))
-    pooled = ref_avg_pool(f_teacher, 2)
-    check(
-        lambda f: attention_transfer_loss(
-            features_batch({"x": f}, {"y": f_teacher}), student_layer="x", teacher_layer="y"
-        ),
-        lambda f: float(np.mean((ref_attention(f) - ref_attention(pooled)) ** 2)),
-        f_student,
-    )
-
-
-def test_attention_transfer_pools_the_larger_student_map_down() -> None:
-    f_student, f_teacher = RNG.normal(size=(4, 3, 4, 4)), RNG.normal(size=(4, 5, 2, 2))
-    check(
-        lambda f: attention_transfer_loss(
-            features_batch({"x": f}, {"y": f_teacher}), student_layer="x", teacher_layer="y"
-        ),
-        lambda f: float(
-            np.mean((ref_attention(ref_avg_pool(f, 2)) - ref_attention(f_teacher)) ** 2)
-        ),
         f_student,
     )
 

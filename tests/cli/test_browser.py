@@ -6,11 +6,13 @@ Screenshots go to ``test-artifacts/`` (or ``$KDSWEEP_TEST_ARTIFACTS``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from mlflow import MlflowClient
@@ -18,7 +20,6 @@ from servers import free_port, start, stop
 from study_files import write_tiny_study
 
 from kdsweep.cli import main
-from kdsweep.track.views import compare_url
 
 ARTIFACTS = Path(os.environ.get("KDSWEEP_TEST_ARTIFACTS", "test-artifacts"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -56,6 +57,12 @@ def finished(tmp_path_factory) -> tuple[Path, Path]:
     results = folder / "results"
     assert main(["run", str(study), "--results", str(results)]) == 0
     return study, results
+
+
+def compare_url(server: str, experiment_id: str, run_ids: list[str]) -> str:
+    """MLflow's compare page for the given runs."""
+    runs, experiments = quote(json.dumps(run_ids)), quote(json.dumps([experiment_id]))
+    return f"{server}/#/compare-runs?runs={runs}&experiments={experiments}"
 
 
 def _page(browser, url: str):

@@ -244,18 +244,22 @@ def test_export_names_what_is_wrong(finished, tmp_path, capsys) -> None:
 def test_registering_again_moves_the_alias_without_new_versions(finished) -> None:
     from kdsweep.run.locations import RunOptions
     from kdsweep.run.stored import stored_tracker
-    from kdsweep.track.models import champion, register_champion, student_models
+    from kdsweep.track.models import register_champion, student_models
 
     study, results = finished
     tracker = stored_tracker(kdsweep.load_study(study), RunOptions(results=str(results)))
     first, second = student_models(tracker)[:2]
-    assert champion(tracker, "moving") is None
+
+    def aliased() -> str:
+        return tracker.client.get_model_version_by_alias("moving", "champion").version
+
     one = register_champion(tracker, "moving", first)
-    assert champion(tracker, "moving")[1] == one
+    assert aliased() == one
     two = register_champion(tracker, "moving", second)
-    assert two != one and champion(tracker, "moving")[1] == two
+    assert two != one and aliased() == two
     assert register_champion(tracker, "moving", first) == one  # its version, moved back
-    assert champion(tracker, "moving")[1] == one
+    assert aliased() == one
+    assert len(tracker.client.search_model_versions("name = 'moving'")) == 2
 
 
 def test_keep_none_stores_no_weights(write_study, tmp_path) -> None:
