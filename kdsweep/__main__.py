@@ -1,7 +1,5 @@
 """``python -m kdsweep`` is the ``kdsweep`` command."""
 
-import sys
+from kdsweep.cli import command
 
-from kdsweep.cli import main
-
-sys.exit(main())
+command()

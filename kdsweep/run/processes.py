@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import signal
@@ -37,9 +38,10 @@ from kdsweep.study.load import load_study
 from kdsweep.study.settings import TrialSettings
 from kdsweep.train.cache import ModelCache
 from kdsweep.train.fit import EpochCallback, EpochReport, FitResult
+from kdsweep.train.references import ModelRecord
 from kdsweep.train.trainer import StudyTrainer
 
-Outcome = FitResult | Exception
+Outcome = FitResult | ModelRecord | Exception
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,20 @@ class TrainerSpec:
     device: str
     cache: str
     threads: int  # torch intra-op threads in the child
+
+
+@dataclass(frozen=True)
+class ReferenceJob:
+    """A reference model for a trainer process to train (or load from the cache): teacher
+    ``number``, or the no-distillation baseline at ``width`` trained with ``seed``."""
+
+    role: str  # "teacher" or "baseline"
+    number: int = 0
+    width: float = 0.0
+    seed: int = 0
+
+
+Work = Sequence[TrialSettings] | ReferenceJob
 
 
 class TrainerDied(RuntimeError):
@@ -86,18 +102,31 @@ class TrainerProcess:
         self._tickets = itertools.count()
         self._submitted: dict[int, _Submitted] = {}
 
-    def submit(
-        self, group: Sequence[TrialSettings], on_epochs: Sequence[EpochCallback | None]
-    ) -> int:
-        """Send a trial (one settings) or a fused group to the child, which trains it after
-        what it already has; returns the ticket to :meth:`wait` on."""
+    def submit(self, work: Work, on_epochs: Sequence[EpochCallback | None]) -> int:
+        """Send a trial (one settings), a fused group or a reference job to the child, which
+        trains it after what it already has; returns the ticket to :meth:`wait` on."""
         ticket = next(self._tickets)
-        work = self._submitted[ticket] = _Submitted(list(on_epochs))
+        submitted = self._submitted[ticket] = _Submitted(list(on_epochs))
+        payload = work if isinstance(work, ReferenceJob) else list(work)
         try:
-            self.connection.send(("work", ticket, list(group)))
+            self.connection.send(("work", ticket, payload))
         except OSError:  # the child is gone: each member fails as it would while training
-            work.outcomes = [self._died()] * len(group)
+            submitted.outcomes = [self._died()] * len(on_epochs)
         return ticket
+
+    def pending(self) -> bool:
+        """Whether some submitted work has not come back yet."""
+        return any(work.outcomes is None for work in self._submitted.values())
+
+    def handle_ready(self) -> None:
+        """Handle one message from the child (an epoch report or finished work); if the
+        child died, all its pending work ends with :class:`TrainerDied`."""
+        try:
+            self._handle(self._receive())
+        except TrainerDied as exc:
+            for work in self._submitted.values():
+                if work.outcomes is None:
+                    work.outcomes = [exc] * len(work.callbacks)
 
     def wait(self, ticket: int) -> list[Outcome]:
         """Each member's result or the exception that ended it, calling the members'
@@ -165,8 +194,14 @@ class TrainerPool:
         self._spec = spec
         self._free = [TrainerProcess(spec, trainer) for _ in range(jobs)]
         self._all = list(self._free)
+        self._jobs = jobs
         self._mine = threading.local()
         self._lock = threading.Lock()
+
+    def started(self) -> list[TrainerProcess]:
+        """The trainers started with the pool (work may be sent to them before any thread
+        takes one)."""
+        return list(self._all[: self._jobs])
 
     def current(self) -> TrainerProcess:
         """The calling thread's trainer."""
@@ -187,6 +222,16 @@ class TrainerPool:
             trainers, self._all, self._free = self._all, [], []
         for trainer in trainers:
             trainer.close()
+
+
+def wait_all(trainers: Sequence[TrainerProcess]) -> None:
+    """Handle the trainers' messages as they come until all their submitted work is back
+    (so no child waits on a full pipe while another is being waited for)."""
+    while busy := [t for t in trainers if t.pending()]:
+        ready = multiprocessing.connection.wait([t.connection for t in busy])
+        for trainer in busy:
+            if trainer.connection in ready:
+                trainer.handle_ready()
 
 
 def fork_is_safe(device: torch.device, threads: int) -> bool:
@@ -257,18 +302,27 @@ def _child_main(
     while (work := inbox.next_work()) is not None:
         _, ticket, settings = work
         inbox.forget_before(ticket)
-        callbacks = [_relay(inbox, ticket, member) for member in range(len(settings))]
+        members = 1 if isinstance(settings, ReferenceJob) else len(settings)
+        callbacks = [_relay(inbox, ticket, member) for member in range(members)]
         try:
-            if len(settings) == 1:
+            if isinstance(settings, ReferenceJob):
+                outcomes = [_reference(trainer, settings, callbacks[0])]
+            elif len(settings) == 1:
                 poll = _verdict_check(inbox, ticket, 0)
                 outcomes: list[Outcome] = [trainer.run_trial(settings[0], callbacks[0], poll)]
             else:
                 outcomes = trainer.run_group(settings, callbacks)
         except KeyboardInterrupt as exc:
-            outcomes = [RuntimeError(f"interrupted: {exc}")] * len(settings)
+            outcomes = [RuntimeError(f"interrupted: {exc}")] * members
         except Exception as exc:
-            outcomes = [exc] * len(settings)
+            outcomes = [exc] * members
         connection.send(("done", ticket, [_picklable(outcome) for outcome in outcomes]))
+
+
+def _reference(trainer: StudyTrainer, job: ReferenceJob, on_epoch: EpochCallback) -> ModelRecord:
+    if job.role == "teacher":
+        return trainer.teacher(job.number, on_epoch)
+    return trainer.baseline(job.width, on_epoch, job.seed)
 
 
 def _relay(inbox: _Inbox, ticket: int, member: int) -> EpochCallback:

@@ -10,7 +10,9 @@ from typing import Any
 
 from kdsweep.faults import fault_point
 from kdsweep.run.display import Display
+from kdsweep.run.processes import ReferenceJob
 from kdsweep.run.records import component_tags
+from kdsweep.study.settings import ModelChoice
 from kdsweep.track import tags
 from kdsweep.track.tracker import Tracker
 from kdsweep.train.fit import EpochReport
@@ -19,12 +21,27 @@ from kdsweep.train.trainer import StudyTrainer
 
 
 @dataclass(frozen=True)
-class Recorder:
-    """What recording a reference run needs: the store, the terminal and the trainer."""
+class Progress:
+    """A reference run being trained: its role, label and terminal bar."""
 
-    tracker: Tracker
+    role: str
+    label: str
+    bar: Any
+
+
+@dataclass(frozen=True)
+class Recorder:
+    """What recording a reference run needs: the store (given when it is open: the
+    references may train while it opens), the terminal and the trainer."""
+
+    stores: Callable[[], Tracker]
     display: Display
     trainer: StudyTrainer
+
+    @property
+    def tracker(self) -> Tracker:
+        """The study's MLflow tracker (waits until the store is open)."""
+        return self.stores()
 
     def record(
         self,
@@ -34,14 +51,25 @@ class Recorder:
         train: Callable[[Callable[[EpochReport], None]], ModelRecord],
     ) -> ModelRecord:
         """Train (or load) a teacher or a baseline, and record it once per study in MLflow."""
+        progress, on_epoch = self.start(role, label)
+        return self.finish(progress, params, train(on_epoch))
+
+    def start(self, role: str, label: str) -> tuple[Progress, Callable[[EpochReport], None]]:
+        """Show a reference run's bar; the epoch callback that advances it."""
         bar = self.display.run_started(label, None)
 
         def on_epoch(report: EpochReport) -> None:
             fault_point(f"{role}_epoch")
             self.display.epoch(bar, report.epoch, report.val_accuracy)
 
-        record = train(on_epoch)
-        self.display.run_ended(bar)
+        return Progress(role, label, bar), on_epoch
+
+    def finish(
+        self, progress: Progress, params: Mapping[str, Any], record: ModelRecord
+    ) -> ModelRecord:
+        """Show a trained reference and record it in MLflow, once per study."""
+        role, label = progress.role, progress.label
+        self.display.run_ended(progress.bar)
         self.display.stage(
             f"{label}: val {record.val_accuracy:.4f} test {record.test_accuracy:.4f} "
             f"params {record.params:,}" + (" (cached)" if record.cached else "")
@@ -54,20 +82,44 @@ class Recorder:
         return record
 
 
-def train_teachers(recorder: Recorder) -> list[ModelRecord]:
+def teacher_label(number: int, choice: ModelChoice) -> str:
+    """How teacher ``number`` is named on the terminal and in MLflow."""
+    return "teacher" if number == 0 else f"teacher {number}: {choice}"
+
+
+def baseline_label(width: float, seed: int) -> str:
+    """How the baseline at ``width`` trained with ``seed`` is named."""
+    return f"baseline (no KD) width {width} seed {seed}"
+
+
+# A reference trained elsewhere (a trainer process): its bar and record, or None when it
+# was not sent there (then it trains in this process).
+Trained = Callable[[ReferenceJob], tuple[Progress, ModelRecord] | None]
+
+
+def _not_ahead(job: ReferenceJob) -> None:
+    return None
+
+
+def train_teachers(recorder: Recorder, trained: Trained = _not_ahead) -> list[ModelRecord]:
     """Train (or load) every teacher; the first one's metrics also go on the study's run."""
-    trainer, tracker = recorder.trainer, recorder.tracker
+    trainer = recorder.trainer
     records = []
     for number, choice in enumerate(trainer.base.teachers):
+        params = {"teacher.model": choice.model, "teacher.width": choice.width}
+        ahead = trained(ReferenceJob("teacher", number=number))
+        if ahead is not None:
+            records.append(recorder.finish(ahead[0], params, ahead[1]))
+            continue
         records.append(
             recorder.record(
                 "teacher",
-                "teacher" if number == 0 else f"teacher {number}: {choice}",
-                {"teacher.model": choice.model, "teacher.width": choice.width},
+                teacher_label(number, choice),
+                params,
                 lambda on_epoch, number=number: trainer.teacher(number, on_epoch),
             )
         )
-    first = records[0]
+    first, tracker = records[0], recorder.tracker
     tracker.log(
         tracker.parent_id,
         {f"teacher_{k}": v for k, v in first.metrics().items()},
@@ -77,11 +129,13 @@ def train_teachers(recorder: Recorder) -> list[ModelRecord]:
 
 
 class Baselines:
-    """No-distillation baselines by (width, seed): trained (or loaded) on first use and
-    recorded once per study in MLflow."""
+    """No-distillation baselines by (width, seed): trained (or loaded) on first use, or
+    taken from a trainer process that trained them ahead, and recorded once per study in
+    MLflow."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, trained: Trained = _not_ahead) -> None:
         self.recorder = recorder
+        self.trained = trained
         self.records: dict[tuple[float, int], ModelRecord] = {}
         self.lock = threading.Lock()  # trials in several threads may need the same one
 
@@ -90,12 +144,18 @@ class Baselines:
         with self.lock:
             if (width, seed) not in self.records:
                 trainer = self.recorder.trainer
-                self.records[width, seed] = self.recorder.record(
-                    "baseline",
-                    f"baseline (no KD) width {width} seed {seed}",
-                    {"loss.name": "none", "student.width": width, "train.seed": seed},
-                    lambda on_epoch: trainer.baseline(width, on_epoch, seed),
-                )
+                params = {"loss.name": "none", "student.width": width, "train.seed": seed}
+                ahead = self.trained(ReferenceJob("baseline", width=width, seed=seed))
+                if ahead is not None:
+                    record = self.recorder.finish(ahead[0], params, ahead[1])
+                else:
+                    record = self.recorder.record(
+                        "baseline",
+                        baseline_label(width, seed),
+                        params,
+                        lambda on_epoch: trainer.baseline(width, on_epoch, seed),
+                    )
+                self.records[width, seed] = record
             return self.records[width, seed]
 
     def at_study_seed(self) -> dict[float, ModelRecord]:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from kdsweep.run.locations import StudyLocations
 from kdsweep.run.plan import Plan
 from kdsweep.search.study import create_optuna_schema, open_study
 from kdsweep.text import redact_url
+from kdsweep.timeline import phase
 from kdsweep.track.tracker import Tracker, create_mlflow_schema
 
 T = TypeVar("T")
@@ -62,12 +64,48 @@ def check_reachable(url: str) -> None:
         ) from None
 
 
-def open_stores(plan: Plan) -> tuple[Any, Tracker]:
-    """The study's Optuna study (created or resumed) and its MLflow tracker."""
-    locations, settings = plan.locations, plan.study.settings
+class OpeningStores:
+    """The study's two stores, opened in a thread of their own so that they are created
+    while the teacher and the baselines train (MLflow's tables take seconds to create).
+    What fails at once (a server that does not answer, a results folder that cannot be
+    made) fails here, before any training."""
+
+    def __init__(self, plan: Plan) -> None:
+        check_locations(plan.locations)
+        self._opened: tuple[Any, Tracker] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._open, args=(plan,), name="kdsweep-stores", daemon=True
+        )
+        self._thread.start()
+
+    def get(self) -> tuple[Any, Tracker]:
+        """The Optuna study and the MLflow tracker, once open; what failed, raised here."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._opened is not None
+        return self._opened
+
+    def _open(self, plan: Plan) -> None:
+        try:
+            with phase("stores"):
+                self._opened = open_stores(plan)
+        except BaseException as exc:  # raised again by get(), in the caller's thread
+            self._error = exc
+
+
+def check_locations(locations: StudyLocations) -> None:
+    """The stores' servers answer and the results folder exists (made if need be)."""
     for url in (locations.storage, locations.tracking_uri):
         check_reachable(url)
     locations.results.mkdir(parents=True, exist_ok=True)
+
+
+def open_stores(plan: Plan) -> tuple[Any, Tracker]:
+    """The study's Optuna study (created or resumed) and its MLflow tracker."""
+    locations, settings = plan.locations, plan.study.settings
+    check_locations(locations)
     create_sqlite_atomically(locations.storage, create_optuna_schema)
     create_sqlite_atomically(locations.tracking_uri, create_mlflow_schema)
     optuna_study = retrying(

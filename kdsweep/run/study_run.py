@@ -14,17 +14,18 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+from kdsweep.run.ahead import TrainedAhead
 from kdsweep.run.display import Display
 from kdsweep.run.keep import StudentKeeper, finish_quietly
 from kdsweep.run.locations import RunOptions
 from kdsweep.run.overview import describe_study, show_runs
 from kdsweep.run.plan import Plan, prepare, shared_paths
-from kdsweep.run.processes import TrainerPool, TrainerSpec, fork_is_safe
+from kdsweep.run.processes import ReferenceJob, TrainerPool, TrainerSpec, fork_is_safe
 from kdsweep.run.reconcile import reconcile
 from kdsweep.run.references import Baselines, Recorder, train_teachers
 from kdsweep.run.repeats import Repeats
 from kdsweep.run.signals import StopSignals
-from kdsweep.run.stores import open_stores, stores_failing_as
+from kdsweep.run.stores import OpeningStores, stores_failing_as
 from kdsweep.run.summary import StudySummary, summarise
 from kdsweep.run.trials import TrialRuns
 from kdsweep.run.workers import run_workers
@@ -33,47 +34,93 @@ from kdsweep.search.study import finished_trials
 from kdsweep.search.trial import Outcome
 from kdsweep.study.study import Study
 from kdsweep.text import redact_url
+from kdsweep.timeline import phase
 from kdsweep.track.tracker import Tracker
 
 
 def run_study(study: Study, options: RunOptions, display: Display | None = None) -> StudySummary:
-    """Prepare everything (all errors first), then train: teacher, baselines, trials."""
+    """Prepare everything (all errors first), then train: teacher, baselines, trials. The
+    stores open while the teacher and the baselines train (in the trainer processes, side
+    by side, when there are several jobs)."""
     display = display or Display()
-    plan = prepare(study, options)
-    with stores_failing_as(plan.locations):
-        optuna_study, tracker = open_stores(plan)
-        return _run(plan, options, display, (optuna_study, tracker))
+    with phase("plan"):
+        plan = prepare(study, options)
+    if plan.workers == 1:
+        for width in study.widths():  # measured now, alone, not while anything trains
+            plan.trainer.costs(study.resolve({"student.width": width}))
+    with stores_failing_as(plan.locations), _trainer_processes(plan) as pool:
+        stores = _Stores(OpeningStores(plan), plan, display)  # after the fork: a thread
+        ahead = TrainedAhead(stores.recorder, pool, _reference_jobs(plan)) if pool else None
+        return _run(plan, options, stores, pool, ahead)
+
+
+class _Stores:
+    """The stores as they open: the first use waits for them, then brings MLflow in line
+    with Optuna after a crash (before anything new is written) and stores the runs view."""
+
+    def __init__(self, opening: OpeningStores, plan: Plan, display: Display) -> None:
+        self.opening, self.plan, self.display = opening, plan, display
+        self.recorder = Recorder(self.tracker, display, plan.trainer)
+        self._ready = False
+
+    def get(self) -> tuple[Any, Tracker]:
+        optuna_study, tracker = self.opening.get()
+        if not self._ready:
+            reconcile(optuna_study, tracker)  # after a crash, before anything new
+            show_runs(tracker, self.plan.study)
+            self._ready = True
+        return optuna_study, tracker
+
+    def tracker(self) -> Tracker:
+        return self.get()[1]
+
+
+def _reference_jobs(plan: Plan) -> list[ReferenceJob]:
+    """The teachers and the baselines at the study's seed that the run starts with."""
+    study, base = plan.study, plan.trainer.base
+    teachers = range(len(base.teachers)) if plan.needs_teacher else ()
+    widths = study.widths() if study.settings.baseline else ()
+    return [
+        *(ReferenceJob("teacher", number=number) for number in teachers),
+        *(ReferenceJob("baseline", width=width, seed=base.train.seed) for width in widths),
+    ]
 
 
 def _run(
-    plan: Plan, options: RunOptions, display: Display, stores: tuple[Any, Tracker]
+    plan: Plan,
+    options: RunOptions,
+    stores: _Stores,
+    pool: TrainerPool | None,
+    ahead: TrainedAhead | None,
 ) -> StudySummary:
     study, locations, trainer = plan.study, plan.locations, plan.trainer
-    optuna_study, tracker = stores
-    recorder = Recorder(tracker, display, trainer)
+    display, recorder = stores.display, stores.recorder
+    trained = ahead.take if ahead is not None else _trained_here
     outcomes: list[Outcome] = []
     status = "FAILED"  # the study run's status if anything below raises
     with display:
         try:
-            reconcile(optuna_study, tracker)  # after a crash, before anything new
-            show_runs(tracker, study)
             display.stage(
                 f"study [bold]{study.settings.name}[/] on {plan.device}: optuna "
                 f"{redact_url(locations.storage)}, mlflow {redact_url(locations.tracking_uri)}"
             )
-            teachers = train_teachers(recorder) if plan.needs_teacher else []
-            baselines = Baselines(recorder) if study.settings.baseline else None
+            teachers = train_teachers(recorder, trained) if plan.needs_teacher else []
+            baselines = Baselines(recorder, trained) if study.settings.baseline else None
             for width in study.widths() if baselines else ():
                 baselines.get(width, trainer.base.train.seed)
+            optuna_study, tracker = stores.get()
             display.trials(plan.loop.n_trials, finished_trials(optuna_study))
             keeper = StudentKeeper(trainer, tracker)
             trials = TrialRuns(trainer, tracker, display, baselines, keeper)
+            trials.pool = pool
             if plan.workers > 1:
                 display.stage(f"starting {plan.workers} worker processes")
                 run_workers(plan, options)
             else:
-                outcomes = _search(plan, optuna_study, trials, display)
+                with phase("trials"):
+                    outcomes = _search(plan, optuna_study, trials, display)
             if study.settings.repeats:
+                trials.pool = None  # repeats train in this process
                 repeats = Repeats(recorder, baselines)
                 optuna_study.set_user_attr("repeats", repeats.run(optuna_study))
             finish_quietly(keeper, optuna_study)
@@ -82,9 +129,9 @@ def _run(
             status = "KILLED"
             raise
         finally:
-            with contextlib.suppress(Exception):  # the stores may be what failed
+            with contextlib.suppress(BaseException):  # the stores may be what failed
+                optuna_study, tracker = stores.get()
                 reconcile(optuna_study, tracker)
-            with contextlib.suppress(Exception):
                 tracker.close(status)
     references = (teachers[0] if teachers else None, baselines.at_study_seed() if baselines else {})
     summary = summarise(optuna_study, study, locations, references, outcomes)
@@ -93,15 +140,18 @@ def _run(
     return summary
 
 
+def _trained_here(job: ReferenceJob) -> None:
+    """Without trainer processes every reference trains in this process."""
+    return None
+
+
 def _search(plan: Plan, optuna_study: object, trials: TrialRuns, display: Display) -> list[Outcome]:
     """The trials of this process: measured costs first, then the search loop."""
     study = plan.study
-    for width in study.widths():  # measured now, not while trials train
-        plan.trainer.costs(study.resolve({"student.width": width}))
     loop = plan.loop
     if plan.fuse > 1:
         loop = replace(loop, fusion=Fusion(plan.fuse, trials.group, shared_paths(study)))
-    with StopSignals(plan.graceful) as signals, _trainer_processes(plan, trials):
+    with StopSignals(plan.graceful) as signals:
         return run_trials(
             optuna_study,
             loop,
@@ -113,12 +163,13 @@ def _search(plan: Plan, optuna_study: object, trials: TrialRuns, display: Displa
 
 
 @contextmanager
-def _trainer_processes(plan: Plan, trials: TrialRuns) -> Iterator[None]:
-    """With several jobs, trials train in trainer processes, each with its share of the
-    CPU cores for its operations; this process keeps Optuna and MLflow."""
+def _trainer_processes(plan: Plan) -> Iterator[TrainerPool | None]:
+    """With several jobs, the teachers, the baselines and the trials train in trainer
+    processes, each with its share of the CPU cores for its operations; this process
+    keeps Optuna and MLflow. Started before any other thread exists (they may be forks)."""
     jobs = plan.loop.jobs
-    if jobs == 1:
-        yield
+    if jobs == 1 or plan.workers > 1:
+        yield None
         return
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)
     study = plan.study
@@ -127,9 +178,7 @@ def _trainer_processes(plan: Plan, trials: TrialRuns) -> Iterator[None]:
     )
     fork = fork_is_safe(plan.device, threads)
     pool = TrainerPool(spec, jobs, plan.trainer if fork else None)
-    trials.pool = pool
     try:
-        yield
+        yield pool
     finally:
-        trials.pool = None
         pool.close()

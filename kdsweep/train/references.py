@@ -15,6 +15,7 @@ from torch import nn
 from kdsweep.plugin.registry import Registry
 from kdsweep.plugin.types import DataSplits
 from kdsweep.study.settings import ModelChoice, TrainSettings, TrialSettings
+from kdsweep.timeline import phase
 from kdsweep.train.cache import ModelCache, content_key, data_fingerprint, file_digest
 from kdsweep.train.fit import EpochCallback, Recipe, accuracy, count_params, fit
 from kdsweep.train.loss_terms import LABEL_LOSS, bound_schedule
@@ -140,7 +141,8 @@ class References:
             cached = self._cached(model, cache_kind, key)
             if cached is not None:
                 return model, cached
-            metrics = self._fit(model, choice, train, on_epoch)
+            with phase(kind if cache_kind == "teachers" else "baseline"):
+                metrics = self._fit(model, choice, train, on_epoch)
             self.cache.store(cache_kind, key, {"metrics": metrics}, model.state_dict())
         return model, ModelRecord(**metrics, key=key, cached=False)
 

@@ -21,6 +21,7 @@ from kdsweep.study.settings import TrialSettings
 from kdsweep.study.study import Study
 from kdsweep.train import fused, loss_terms
 from kdsweep.train.cache import ModelCache
+from kdsweep.train.checks import needs_teacher
 from kdsweep.train.costs import cost_metrics
 from kdsweep.train.fit import (
     EpochCallback,
@@ -28,12 +29,13 @@ from kdsweep.train.fit import (
     Recipe,
     Teachers,
     TrainingLoss,
+    count_params,
     cpu_weights,
     fit,
     predict_logits,
 )
 from kdsweep.train.loss_terms import LABEL_LOSS, Term, bound_schedule
-from kdsweep.train.models import ModelFactory
+from kdsweep.train.models import ModelFactory, teacher_where
 from kdsweep.train.references import ModelRecord, References
 
 Poll = Callable[[], None]
@@ -90,10 +92,20 @@ class StudyTrainer:
         key = (settings.student.model, settings.student.width)
         if key not in self._costs:
             student = self.models.build("student", settings.student, "[student]")
-            first = self.references.teachers.get(0)
             batch = self.data.train_x[: settings.train.batch_size]
-            self._costs[key] = cost_metrics(student, batch, first[1].params if first else None)
+            self._costs[key] = cost_metrics(student, batch, self._teacher_params())
         return self._costs[key]
+
+    def _teacher_params(self) -> int | None:
+        """The first teacher's parameter count (built, not trained, when it is not loaded
+        yet: costs are measured before the teacher trains)."""
+        if not needs_teacher(self.study):
+            return None
+        loaded = self.references.teachers.get(0)
+        if loaded is not None:
+            return loaded[1].params
+        choice = self.base.teachers[0]
+        return count_params(self.models.build("teacher", choice, teacher_where(0)))
 
     def epochs(self, settings: TrialSettings) -> int:
         """Epochs a trial runs, all generations together."""

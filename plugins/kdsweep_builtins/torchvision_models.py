@@ -8,6 +8,11 @@ Pre-trained weights come from a local file (``[teacher] weights``), never a down
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import re
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -49,10 +54,31 @@ def build_torchvision(
     return model
 
 
-def _names() -> list[str]:
-    import torchvision
+_REGISTERED = re.compile(r"^@register_model\((?:name=)?(?:[\"'](\w+)[\"'])?\)")
+_DEFINED = re.compile(r"^def (\w+)\(")
 
-    return torchvision.models.list_models(module=torchvision.models)
+
+@functools.cache
+def _names() -> list[str]:
+    """torchvision's classification models: the ``@register_model()`` functions of the
+    modules of ``torchvision.models``, found in their source (importing torchvision takes
+    over a second, and only a study that uses one of its models needs it)."""
+    spec = importlib.util.find_spec("torchvision")
+    folders = spec.submodule_search_locations if spec is not None else None
+    names = []
+    for path in sorted(Path(folders[0], "models").glob("*.py")) if folders else ():
+        pending: str | None = None
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if registered := _REGISTERED.match(line):
+                pending = registered.group(1) or ""
+            elif pending is not None and (defined := _DEFINED.match(line)):
+                names.append(pending or defined.group(1))
+                pending = None
+    if not names:  # a torchvision laid out otherwise: ask it
+        import torchvision
+
+        return torchvision.models.list_models(module=torchvision.models)
+    return sorted(names)
 
 
 def _builder(name: str):

@@ -1,0 +1,36 @@
+"""Where a command's time goes: with ``KDSWEEP_TIMELINE=FILE`` set, every process of a
+run (the command and its trainer processes) appends one JSON line per phase it ends:
+``{"phase": ..., "start": ..., "end": ..., "pid": ...}``, times in Unix seconds, so
+overlapping phases show as such. ``bench/whole_job.py`` reads it. Unset, a phase costs
+one environment lookup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+TIMELINE_ENV = "KDSWEEP_TIMELINE"
+
+
+def record(phase: str, start: float, end: float | None = None) -> None:
+    """Append ``phase`` (from ``start`` to ``end``, default now) to the timeline file."""
+    path = os.environ.get(TIMELINE_ENV)
+    if not path:
+        return
+    line = {"phase": phase, "start": start, "end": time.time() if end is None else end}
+    with open(path, "a", encoding="utf-8") as handle:  # one short append per line
+        handle.write(json.dumps({**line, "pid": os.getpid()}) + "\n")
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Record the block as phase ``name`` (also when it raises)."""
+    start = time.time()
+    try:
+        yield
+    finally:
+        record(name, start)
