@@ -18,6 +18,9 @@ side, and where kdsweep's time went (its ``KDSWEEP_TIMELINE``: start-up, store c
 teacher, baselines, trials, teardown; phases that overlap are shown as such).
 
     python bench/whole_job.py [--trials 16] [--pairs 1] [--json FILE]
+
+``--smoke`` runs a tiny version of the same job (2 trials, 2 epochs, a teacher of 2
+epochs) to check that the script works; its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +42,19 @@ WIDTHS = (2, 4, 8)
 # --- (a) the hand-written sweep --------------------------------------------------------
 
 
-def hand_written(folder: Path, trials: int) -> dict:
+@dataclass(frozen=True)
+class Job:
+    """The job's sizes: trials, epochs of each trial and baseline, epochs of the teacher."""
+
+    trials: int = 16
+    epochs: int = 20
+    teacher_epochs: int = 30
+
+
+SMOKE = Job(trials=2, epochs=2, teacher_epochs=2)
+
+
+def hand_written(folder: Path, job: Job) -> dict:
     """The straightforward sweep, written the way the tutorials show it."""
     import mlflow
     import optuna
@@ -87,13 +103,14 @@ def hand_written(folder: Path, trials: int) -> dict:
         torch.manual_seed(0)
         teacher = build_cnn(32, 10, data.input_shape)
         with mlflow.start_run(run_name="teacher", nested=True):
-            train(teacher, 30, labels_only)
+            train(teacher, job.teacher_epochs, labels_only)
         teacher.eval()
         baselines = {}
         for width in WIDTHS:
             torch.manual_seed(0)
             with mlflow.start_run(run_name=f"baseline-{width}", nested=True):
-                baselines[width] = train(build_cnn(width, 10, data.input_shape), 20, labels_only)
+                student = build_cnn(width, 10, data.input_shape)
+                baselines[width] = train(student, job.epochs, labels_only)
 
         def objective(trial: optuna.Trial) -> float:
             temperature = trial.suggest_float("temperature", 1.0, 20.0, log=True)
@@ -116,7 +133,7 @@ def hand_written(folder: Path, trials: int) -> dict:
             student = build_cnn(width, 10, data.input_shape)
             with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
                 mlflow.log_params({"temperature": temperature, "alpha": alpha, "width": width})
-                return train(student, 20, distil, temperature)
+                return train(student, job.epochs, distil, temperature)
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
@@ -125,7 +142,7 @@ def hand_written(folder: Path, trials: int) -> dict:
             direction="maximize",
             sampler=optuna.samplers.TPESampler(seed=0),
         )
-        study.optimize(objective, n_trials=trials)
+        study.optimize(objective, n_trials=job.trials)
     best: dict[int, float] = {}
     for trial in study.trials:
         width = trial.params["width"]
@@ -136,11 +153,13 @@ def hand_written(folder: Path, trials: int) -> dict:
 # --- (b) kdsweep ------------------------------------------------------------------------
 
 
-def job_study(trials: int) -> str:
-    """``studies/digits.toml`` with ``trials`` trials, no pruner and one objective."""
+def job_study(job: Job) -> str:
+    """``studies/digits.toml`` with the job's sizes, no pruner and one objective."""
     text = (ROOT / "studies" / "digits.toml").read_text()
     edits = [
-        ("n_trials = 32", f"n_trials = {trials}"),
+        ("n_trials = 32", f"n_trials = {job.trials}"),
+        ("epochs = 30\n", f"epochs = {job.teacher_epochs}\n"),
+        ("epochs = 20\n", f"epochs = {job.epochs}\n"),
         ('pruner = "median"', 'pruner = "none"'),
         (
             'objectives = [\n  { metric = "val_accuracy", direction = "maximize" },\n'
@@ -198,18 +217,19 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float,
     return started, ended, done.stdout
 
 
-def one_pair(trials: int) -> dict:
+def one_pair(job: Job) -> dict:
     """Both sides once, each from an empty folder; their figures."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         hand_dir, kd_dir = folder / "hand", folder / "kdsweep"
         hand_dir.mkdir()
         command = [sys.executable, __file__, "--hand-written", str(hand_dir)]
-        h_start, h_end, out = timed([*command, "--trials", str(trials)])
+        sizes = ["--trials", str(job.trials), "--epochs", str(job.epochs)]
+        h_start, h_end, out = timed([*command, *sizes, "--teacher-epochs", str(job.teacher_epochs)])
         hand = json.loads(out.strip().splitlines()[-1])
 
         study_file = folder / "job.toml"
-        study_file.write_text(job_study(trials))
+        study_file.write_text(job_study(job))
         timeline = folder / "timeline.jsonl"
         env = {**os.environ, "KDSWEEP_TIMELINE": str(timeline)}
         kdsweep = [sys.executable, "-m", "kdsweep", "run", str(study_file), "--results"]
@@ -242,18 +262,24 @@ def report(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=Job.trials)
     parser.add_argument("--pairs", type=int, default=1, help="run both sides this many times")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--smoke", action="store_true", help="a tiny job: checks the script")
+    parser.add_argument("--epochs", type=int, default=Job.epochs, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--teacher-epochs", type=int, default=Job.teacher_epochs, help=argparse.SUPPRESS
+    )
     parser.add_argument("--hand-written", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    job = SMOKE if args.smoke else Job(args.trials, args.epochs, args.teacher_epochs)
     if args.hand_written is not None:  # the child process of side (a)
-        print(json.dumps(hand_written(args.hand_written, args.trials)))
+        print(json.dumps(hand_written(args.hand_written, job)))
         return
     results = []
     for number in range(args.pairs):
-        print(f"--- pair {number + 1} of {args.pairs} ({args.trials} trials)", flush=True)
-        results.append(one_pair(args.trials))
+        print(f"--- pair {number + 1} of {args.pairs} ({job.trials} trials)", flush=True)
+        results.append(one_pair(job))
         report(results[-1])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

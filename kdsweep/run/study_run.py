@@ -45,12 +45,14 @@ def run_study(study: Study, options: RunOptions, display: Display | None = None)
     display = display or Display()
     with phase("plan"):
         plan = prepare(study, options)
-    if plan.workers == 1:
-        for width in study.widths():  # measured now, alone, not while anything trains
-            plan.trainer.costs(study.resolve({"student.width": width}))
+    widths = [study.resolve({"student.width": width}) for width in study.widths()]
+    for settings in widths if plan.workers == 1 else ():  # alone, before anything trains
+        plan.trainer.latency(settings)
     with stores_failing_as(plan.locations), _trainer_processes(plan) as pool:
         stores = _Stores(OpeningStores(plan), plan, display)  # after the fork: a thread
         ahead = TrainedAhead(stores.recorder, pool, _reference_jobs(plan)) if pool else None
+        for settings in widths if pool else ():  # while the trainers train the references
+            plan.trainer.costs(settings)
         return _run(plan, options, stores, pool, ahead)
 
 

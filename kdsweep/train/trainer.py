@@ -22,7 +22,7 @@ from kdsweep.study.study import Study
 from kdsweep.train import fused, loss_terms
 from kdsweep.train.cache import ModelCache
 from kdsweep.train.checks import needs_teacher
-from kdsweep.train.costs import cost_metrics
+from kdsweep.train.costs import cost_metrics, latency_ms
 from kdsweep.train.fit import (
     EpochCallback,
     FitResult,
@@ -55,6 +55,7 @@ class StudyTrainer:
         self.keeps_weights = study.settings.keep != "none"  # results carry the students' weights
         self._teacher_logits: tuple[torch.Tensor, ...] = ()
         self._costs: dict[tuple[str, float], dict[str, float]] = {}
+        self._latency: dict[tuple[str, float], float] = {}
 
     def teacher(self, number: int = 0, on_epoch: EpochCallback | None = None) -> ModelRecord:
         """Teacher ``number``'s record, trained (or loaded) on first use."""
@@ -93,8 +94,20 @@ class StudyTrainer:
         if key not in self._costs:
             student = self.models.build("student", settings.student, "[student]")
             batch = self.data.train_x[: settings.train.batch_size]
-            self._costs[key] = cost_metrics(student, batch, self._teacher_params())
+            self._costs[key] = {
+                **cost_metrics(student, batch, self._teacher_params()),
+                "latency_ms": self.latency(settings),
+            }
         return self._costs[key]
+
+    def latency(self, settings: TrialSettings) -> float:
+        """The student architecture's latency (ms per batch), measured on first use: a run
+        asks for it before anything trains, so that nothing else competes for the cores."""
+        key = (settings.student.model, settings.student.width)
+        if key not in self._latency:
+            student = self.models.build("student", settings.student, "[student]")
+            self._latency[key] = latency_ms(student, self.data.train_x[: settings.train.batch_size])
+        return self._latency[key]
 
     def _teacher_params(self) -> int | None:
         """The first teacher's parameter count (built, not trained, when it is not loaded
