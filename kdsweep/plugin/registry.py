@@ -19,6 +19,7 @@ from typing import Any
 
 from kdsweep.errors import PluginError, UnknownComponentError
 from kdsweep.plugin.checks import checked_ranges, reserved_problem, signature_problem
+from kdsweep.plugin.deferred import load_reference, reference_problem
 from kdsweep.plugin.ranges import Range
 from kdsweep.plugin.types import DatasetLoader, LossFn, ModelBuilder, ScheduleFn
 from kdsweep.text import did_you_mean
@@ -76,6 +77,39 @@ class Component:
     default: bool = False  # offered as its kind's default
     ranges: Mapping[str, Range] = field(default_factory=dict)  # numeric param -> allowed
 
+    def load(self) -> Callable[..., Any]:
+        """The plugin's callable: the object it registered, or the one its
+        ``"package.module:attribute"`` reference names, imported (and checked) on first use."""
+        if not isinstance(self.factory, str):
+            return self.factory
+        key = (self.kind, self.name, self.origin, self.factory)
+        if key not in _LOADED:
+            _LOADED[key] = _loaded(self)
+        return _LOADED[key]
+
+
+_LOADED: dict[tuple[str, str, Origin, str], Callable[..., Any]] = {}
+
+
+def _loaded(component: Component) -> Callable[..., Any]:
+    """Import a component's reference and check it as registration checks an object."""
+    where = f"{component.origin} registered {component.kind} '{component.name}'"
+    try:
+        loaded = load_reference(str(component.factory))
+    except Exception as exc:
+        raise PluginError(
+            f"{where} as {component.factory!r}, which cannot be imported: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    problem = (
+        "it is not callable"
+        if not callable(loaded)
+        else signature_problem(component.kind, loaded, component.params)
+    )
+    if problem:
+        raise PluginError(f"{where} as {component.factory!r}: {problem}")
+    return loaded
+
 
 _UNBOUND = Origin("<unknown>", "<unknown>", "?")
 # The plugin whose hook is running: the manager sets it around each hook implementation.
@@ -93,7 +127,11 @@ def registering_for(origin: Origin) -> Iterator[None]:
 
 
 class Registry:
-    """Holds every component the plugins registered, by kind and name."""
+    """Holds every component the plugins registered, by kind and name.
+
+    Each ``add_*`` method takes the object (a function or class) or a reference to it,
+    ``"package.module:attribute"``, imported when the component is first used: listing
+    and validating against components so registered imports none of their modules."""
 
     def __init__(self) -> None:
         self._components: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
@@ -105,13 +143,13 @@ class Registry:
             yield self
 
     def add_teacher(
-        self, name: str, build: ModelBuilder, *, description: str = "", default: bool = False
+        self, name: str, build: ModelBuilder | str, *, description: str = "", default: bool = False
     ) -> None:
         """Register a teacher model: ``build(width, num_classes, input_shape) -> nn.Module``."""
         self._add(Component("teacher", name, build, _origin(), {}, description, default=default))
 
     def add_student(
-        self, name: str, build: ModelBuilder, *, description: str = "", default: bool = False
+        self, name: str, build: ModelBuilder | str, *, description: str = "", default: bool = False
     ) -> None:
         """Register a student model: ``build(width, num_classes, input_shape) -> nn.Module``."""
         self._add(Component("student", name, build, _origin(), {}, description, default=default))
@@ -119,7 +157,7 @@ class Registry:
     def add_loss(
         self,
         name: str,
-        loss: LossFn,
+        loss: LossFn | str,
         *,
         params: Mapping[str, Any] | None = None,
         ranges: Mapping[str, str] | None = None,
@@ -186,7 +224,7 @@ class Registry:
     def add_schedule(
         self,
         name: str,
-        schedule: ScheduleFn,
+        schedule: ScheduleFn | str,
         *,
         params: Mapping[str, Any] | None = None,
         ranges: Mapping[str, str] | None = None,
@@ -204,7 +242,7 @@ class Registry:
     def add_dataset(
         self,
         name: str,
-        load: DatasetLoader,
+        load: DatasetLoader | str,
         *,
         params: Mapping[str, Any] | None = None,
         ranges: Mapping[str, str] | None = None,
@@ -258,7 +296,8 @@ class Registry:
         kind, name, origin = component.kind, component.name, component.origin
         if not isinstance(name, str) or not _NAME_PATTERN.match(name):
             raise PluginError(f"{origin} registered a {kind} with an invalid name {name!r}")
-        if not callable(component.factory):
+        deferred = isinstance(component.factory, str)  # checked when first loaded
+        if not deferred and not callable(component.factory):
             raise PluginError(f"{origin} registered {kind} '{name}' with a non-callable")
         for key, default in component.params.items():
             if not isinstance(default, _PARAM_TYPES):
@@ -266,8 +305,10 @@ class Registry:
                     f"{origin} declared param '{key}' of {kind} '{name}' with default "
                     f"{default!r}: defaults must be bool, int, float or str"
                 )
-        problem = reserved_problem(kind, component.params) or signature_problem(
-            kind, component.factory, component.params
+        problem = reserved_problem(kind, component.params) or (
+            reference_problem(component.factory)
+            if deferred
+            else signature_problem(kind, component.factory, component.params)
         )
         if problem:
             raise PluginError(f"{origin} registered {kind} '{name}': {problem}")
@@ -277,7 +318,9 @@ class Registry:
                 f"{kind} '{name}' is registered twice: by {existing.origin} and by {origin}"
             )
         checked = checked_ranges(origin, name, component.params, ranges)
-        description = component.description or _first_doc_line(component.factory)
+        description = component.description or (
+            "" if deferred else _first_doc_line(component.factory)
+        )
         self._components[kind][name] = replace(component, ranges=checked, description=description)
 
 

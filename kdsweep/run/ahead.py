@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kdsweep.run.processes import ReferenceJob, TrainerPool, TrainerProcess, wait_all
+from kdsweep.errors import RunFailure
+from kdsweep.run.processes import (
+    ReferenceJob,
+    TrainerDied,
+    TrainerPool,
+    TrainerProcess,
+    wait_all,
+)
 from kdsweep.run.references import Progress, Recorder, baseline_label, teacher_label
 from kdsweep.train.references import ModelRecord
 
@@ -49,6 +56,8 @@ class TrainedAhead:
         trainer, ticket, progress = sent
         wait_all(self.trainers)  # every trainer's messages, so none waits on its pipe
         (outcome,) = trainer.wait(ticket)
+        if isinstance(outcome, TrainerDied):
+            raise RunFailure(f"{progress.label}: {outcome}; the study can be resumed")
         if isinstance(outcome, BaseException):
             raise outcome
         return progress, outcome

@@ -55,7 +55,7 @@ def check_schedule_values(
                 for base, count, *values in corners:
                     params = dict(zip(options, values, strict=True))
                     place = Where(where.path, "schedule", target)
-                    _check(place, (schedule.factory, name), (base, count, params), allowed, owner)
+                    _check(place, (schedule.load(), name), (base, count, params), allowed, owner)
 
 
 def _targets(

@@ -50,14 +50,27 @@ def set_runs_view(
             *(column("metrics", m) for m in metrics),
         ],
     }
-    client, experiment = tracker.client, tracker.experiment_id
-    client.set_experiment_tag(experiment, EXPERIMENT_KIND, MODEL_TRAINING)
-    client.set_experiment_tag(experiment, SHARED_VIEW, json.dumps(state))
+    _set_tag(tracker, EXPERIMENT_KIND, MODEL_TRAINING)
+    _set_tag(tracker, SHARED_VIEW, json.dumps(state))
 
 
 def describe(tracker: Tracker, markdown: str) -> None:
     """The experiment's description (shown above its runs in the UI)."""
-    tracker.client.set_experiment_tag(tracker.experiment_id, DESCRIPTION, markdown)
+    _set_tag(tracker, DESCRIPTION, markdown)
+
+
+def _set_tag(tracker: Tracker, key: str, value: str) -> None:
+    """Set an experiment tag; workers starting together may insert the same new tag at
+    once, and MLflow's insert-or-update then fails for all but one: the others try
+    again, now updating it."""
+    from mlflow.exceptions import MlflowException
+
+    client, experiment = tracker.client, tracker.experiment_id
+    try:
+        client.set_experiment_tag(experiment, key, value)
+    except MlflowException:
+        if client.get_experiment(experiment).tags.get(key) != value:
+            client.set_experiment_tag(experiment, key, value)
 
 
 def runs_url(server: str, experiment_id: str) -> str:

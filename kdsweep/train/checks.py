@@ -3,8 +3,6 @@ builds, every layer a loss reads exists, and which ways of training the losses a
 
 from __future__ import annotations
 
-import inspect
-
 from torch import nn
 
 from kdsweep.errors import ConfigError
@@ -37,7 +35,7 @@ def can_fuse(study: Study) -> bool:
         for component, _ in loss_terms.loss_terms(study.registry, settings):
             if component.training is not Training.STANDARD or component.layers:
                 return False
-            if inspect.isclass(component.factory) and issubclass(component.factory, nn.Module):
+            if loss_terms.is_module_loss(component):
                 return False
     return True
 

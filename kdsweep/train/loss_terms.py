@@ -107,12 +107,12 @@ def build_training_loss(
     for position, (component, choice) in enumerate(terms):
         loss: Callable[..., torch.Tensor]
         role = "main loss" if position == 0 else "added term"
-        if inspect.isclass(component.factory) and issubclass(component.factory, nn.Module):
+        if is_module_loss(component):
             module = _build_module(component, shapes, choice.params).to(device)
             modules.append(module)
             loss = CheckedLoss(component, module, role)
         else:
-            loss = CheckedLoss(component, component.factory, role)
+            loss = CheckedLoss(component, component.load(), role)
         built_terms.append(LossTerm(loss, choice.params, choice.weight, schedules[position]))
     return TrainingLoss(
         terms=tuple(built_terms),
@@ -122,9 +122,16 @@ def build_training_loss(
     )
 
 
+def is_module_loss(component: Component) -> bool:
+    """Whether the loss is an ``nn.Module`` subclass (built per trial, trained with the
+    student) rather than a function."""
+    loaded = component.load()
+    return inspect.isclass(loaded) and issubclass(loaded, nn.Module)
+
+
 def _build_module(component: Component, shapes: FeatureShapes, params: dict[str, Any]) -> nn.Module:
     try:
-        return component.factory(shapes, **params)
+        return component.load()(shapes, **params)
     except Exception as exc:
         raise PluginError(
             f"loss '{component.name}' ({component.origin}) could not be built: "
@@ -192,7 +199,7 @@ def _reporting_errors(component: Component, function: Callable[..., Any]) -> Cal
 
 def reporting_errors(component: Component) -> Callable[..., Any]:
     """The component's own callable, with its exceptions re-raised naming the plugin."""
-    return _reporting_errors(component, component.factory)
+    return _reporting_errors(component, component.load())
 
 
 def bound_schedule(

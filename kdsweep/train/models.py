@@ -29,11 +29,10 @@ class ModelFactory:
     def build(self, kind: str, choice: ModelChoice, where: str, seed: int = 0) -> nn.Module:
         """A new ``kind`` (teacher or student) model, initialised from ``seed``."""
         component = self.registry.get(kind, choice.model)
+        build = component.load()
         try:
             return build_seeded(
-                lambda: component.factory(
-                    choice.width, self.data.num_classes, self.data.input_shape
-                ),
+                lambda: build(choice.width, self.data.num_classes, self.data.input_shape),
                 seed,
                 self.device,
             )

@@ -250,7 +250,7 @@ class StudyTrainer:
 def _load_data(study: Study, base: TrialSettings) -> DataSplits:
     dataset = study.registry.get("dataset", base.dataset.name)
     try:
-        data = dataset.factory(**base.dataset.params)
+        data = dataset.load()(**base.dataset.params)
     except KdsweepError:
         raise
     except Exception as exc:

@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from kdsweep.plugin import DataSplits, Registry, hookimpl
+from kdsweep_builtins._lazy import torch
 
 
 def load_digits(

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from kdsweep.plugin import DataSplits, Registry, hookimpl
+from kdsweep_builtins._lazy import torch
 
 COMMON = {"root": "data", "download": False, "val_fraction": 0.1, "split_seed": 0, "limit": 0}
 RANGES = {"val_fraction": "(0, 1)", "split_seed": "[0, inf)", "limit": "[0, inf)"}
@@ -77,7 +77,7 @@ def _require(path: Path, download: bool, what: str) -> None:
         )
 
 
-Parts = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # train x, y; test x, y
+Parts = tuple  # train x, y; test x, y: four tensors
 
 
 def _read_mnist_like(class_name: str, root: str, download: bool) -> Parts:

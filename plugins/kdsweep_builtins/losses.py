@@ -6,10 +6,8 @@ Each reads only the student's and teacher's logits.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from kdsweep.plugin import LossBatch, Registry, hookimpl
+from kdsweep_builtins._lazy import F, torch
 
 # The allowed values of the response-based losses' params (checked before training).
 TEMPERATURE = "(0, inf)"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-from torch import nn
-
 from kdsweep.plugin import Registry, hookimpl
+from kdsweep_builtins._lazy import nn
 
 
 def _channels(width: float) -> int:

@@ -5,10 +5,8 @@ Teachers beyond the first come from ``[teacher] extra = [{ model = ..., width = 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from kdsweep.plugin import LossBatch, Registry, hookimpl
+from kdsweep_builtins._lazy import F, torch
 from kdsweep_builtins.losses import NON_NEGATIVE, RESPONSE_RANGES, check_temperature
 
 MAX_TEACHERS = 4

@@ -7,10 +7,8 @@ metrics are those of the first peer.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from kdsweep.plugin import LossBatch, Registry, hookimpl
+from kdsweep_builtins._lazy import F, torch
 from kdsweep_builtins.losses import RESPONSE_RANGES, check_temperature
 
 

@@ -8,10 +8,8 @@ and teacher may have different widths. Use them as terms added to ``kd`` or ``ce
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from kdsweep.plugin import LossBatch, Registry, hookimpl, split_layers
+from kdsweep_builtins._lazy import F, torch
 
 LAYERS = {"student_layer": "student", "teacher_layer": "teacher"}
 

@@ -7,9 +7,8 @@ of the last generation; its training time is that of all generations.
 
 from __future__ import annotations
 
-import torch
-
 from kdsweep.plugin import LossBatch, Registry, hookimpl
+from kdsweep_builtins._lazy import torch
 from kdsweep_builtins.losses import RESPONSE_RANGES, kd_loss
 
 

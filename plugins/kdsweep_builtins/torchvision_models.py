@@ -12,20 +12,14 @@ import functools
 import importlib.util
 import re
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from kdsweep.plugin import Registry, hookimpl
 
+if TYPE_CHECKING:
+    from torch import nn
+
 PREFIX = "torchvision."
-
-
-class _ThreeChannels(nn.Module):
-    """Repeat a single input channel three times (torchvision models expect RGB)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
 def build_torchvision(
@@ -33,6 +27,9 @@ def build_torchvision(
 ) -> nn.Module:
     """torchvision's ``name`` with ``num_classes`` outputs and no pre-trained weights."""
     import torchvision
+    from torch import nn
+
+    from kdsweep_builtins._feature_modules import ThreeChannels
 
     builder = torchvision.models.get_model_builder(name)
     kwargs: dict = {"weights": None, "num_classes": num_classes}
@@ -50,7 +47,7 @@ def build_torchvision(
             f"torchvision model '{name}' has no width multiplier: use width = 1"
         ) from None
     if input_shape[0] == 1:
-        return nn.Sequential(_ThreeChannels(), model)
+        return nn.Sequential(ThreeChannels(), model)
     return model
 
 

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-from kdsweep_builtins.feature import FitNetLoss, attention_transfer_loss
+from kdsweep_builtins._feature_modules import FitNetLoss
+from kdsweep_builtins.feature import attention_transfer_loss
 from kdsweep_builtins.losses import dist_loss, dkd_loss, hard_kd_loss, kd_loss
 from kdsweep_builtins.multi_teacher import multi_teacher_loss
 from kdsweep_builtins.mutual import dml_loss

@@ -1,4 +1,5 @@
-"""The committed benchmarks run: the GPU sweep in its CPU smoke mode (no GPU needed)."""
+"""The committed benchmarks run: the GPU sweep in its CPU smoke mode (no GPU needed), the
+whole-job comparison and the start-up timings in their small modes."""
 
 from __future__ import annotations
 
@@ -33,3 +34,38 @@ def test_gpu_sweep_runs_in_smoke_mode_on_the_cpu() -> None:
         expected = row["train_flops"] / (row["wall_s"] * report["bf16_flops"])
         assert row["efficiency"] == pytest.approx(expected) and expected > 0
     assert "fused / unfused trials per hour" in finished.stdout
+
+
+def test_whole_job_runs_both_sides_in_smoke_mode(tmp_path: Path) -> None:
+    figures = tmp_path / "figures.json"
+    finished = subprocess.run(
+        [sys.executable, "bench/whole_job.py", "--smoke", "--json", str(figures)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    (result,) = json.loads(figures.read_text())
+    assert result["ratio"] == pytest.approx(result["hand_written_s"] / result["kdsweep_s"])
+    assert set(result["kdsweep_best"]) <= {"2", "4", "8"} and result["kdsweep_best"]
+    names = [name for name, _, _ in result["kdsweep_phases"]]
+    assert names[0] == "start-up" and names[-1] == "teardown"
+    assert {"plan", "stores", "teacher", "baseline", "trials"} <= set(names)
+    starts = [start for _, start, _ in result["kdsweep_phases"]]
+    assert starts == sorted(starts) and starts[0] == 0
+    assert result["kdsweep_phases"][-1][2] == pytest.approx(result["kdsweep_s"], abs=0.01)
+    assert "kdsweep's time" in finished.stdout
+
+
+def test_startup_timings_run(tmp_path: Path) -> None:
+    finished = subprocess.run(
+        [sys.executable, "bench/startup.py", "--repeats", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    rows = [line for line in finished.stdout.splitlines() if line.startswith("| kdsweep")]
+    assert [row.split("|")[1].strip() for row in rows] == ["kdsweep --help", "kdsweep plugins"]

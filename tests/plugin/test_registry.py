@@ -165,3 +165,45 @@ def test_loss_modules_are_checked_in_init_and_forward() -> None:
     with pytest.raises(PluginError, match="its __init__ takes no argument 'scale'"):
         registry.add_loss("hint", Hint, params={"layer": "x", "scale": 1.0})
     registry.add_loss("ok", lambda batch, **params: batch, params={"anything": 1.0})  # **kwargs
+
+
+DEFERRED = '''
+def build(width, num_classes, input_shape):
+    """A deferred student."""
+    return ("built", width)
+
+
+def wrong(base, epoch, epochs):
+    return base
+
+
+LOADS = 0
+'''
+
+
+def test_components_by_reference_load_on_first_use(tmp_path, monkeypatch) -> None:
+    (tmp_path / "deferred_components.py").write_text(DEFERRED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry()
+    with registry.registering_for(Origin("lazy", "dist-lazy", "1.0")):
+        registry.add_student("late", "deferred_components:build", description="later")
+        registry.add_schedule("wrong", "deferred_components:wrong", params={"floor": 1.0})
+        registry.add_teacher("missing", "no_such_module_here:build")
+    import sys
+
+    assert "deferred_components" not in sys.modules  # registering imported nothing
+    component = registry.get("student", "late")
+    assert component.description == "later"
+    assert component.load()(4, 10, (1, 8, 8)) == ("built", 4)
+    assert component.load() is component.load()
+    with pytest.raises(PluginError, match=r"plugin 'lazy' .*schedule 'wrong'.*'floor'"):
+        registry.get("schedule", "wrong").load()
+    with pytest.raises(PluginError, match=r"teacher 'missing'.*cannot be imported"):
+        registry.get("teacher", "missing").load()
+
+
+@pytest.mark.parametrize("reference", ["no_colon", "a:b:c", "1bad:name", "mod:"])
+def test_a_malformed_reference_fails_at_registration(reference: str) -> None:
+    registry = Registry()
+    with pytest.raises(PluginError, match="package.module:attribute"):
+        registry.add_student("s", reference)

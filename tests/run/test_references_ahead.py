@@ -1,0 +1,116 @@
+"""The teacher and the baselines train side by side in the trainer processes (jobs > 1)
+while the run opens its stores; with one job they train in the run's process, the stores
+opening beside them. Each is recorded once and reused from the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from kdsweep.cli import main
+from kdsweep.timeline import TIMELINE_ENV
+
+SEARCH = "temperature = { low = 1.0, high = 8.0, log = true }\nwidth = { choices = [2, 4] }"
+
+
+def _phases(path: Path) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        found.setdefault(row["phase"], []).append(row)
+    return found
+
+
+def _runs(results: Path, role: str) -> list:
+    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    return client.search_runs([experiment.experiment_id], f"tags.`kdsweep.role` = '{role}'")
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return a["start"] < b["end"] and b["start"] < a["end"]
+
+
+def test_with_jobs_references_train_in_trainers_while_the_stores_open(
+    write_study, tmp_path: Path, monkeypatch
+) -> None:
+    timeline = tmp_path / "timeline.jsonl"
+    monkeypatch.setenv(TIMELINE_ENV, str(timeline))
+    path = write_study(n_trials=2, search=SEARCH, study_keys="jobs = 2")
+    results = tmp_path / "results"
+    assert main(["run", str(path), "--results", str(results)]) == 0
+
+    phases = _phases(timeline)
+    (teacher,), (stores,) = phases["teacher"], phases["stores"]
+    baselines = phases["baseline"]
+    assert len(baselines) == 2
+    assert stores["pid"] == os.getpid()
+    assert teacher["pid"] != os.getpid()
+    assert {b["pid"] for b in baselines} == {b["pid"] for b in baselines} - {os.getpid()}
+    assert teacher["pid"] not in {b["pid"] for b in baselines}  # side by side
+    assert _overlap(stores, teacher) and _overlap(teacher, baselines[0])
+    assert len(_runs(results, "teacher")) == 1 and len(_runs(results, "baseline")) == 2
+    cache = results / "cache"
+    assert len(list((cache / "teachers").glob("*.pt"))) == 1
+    assert len(list((cache / "baselines").glob("*.pt"))) == 2
+
+    timeline.unlink()
+    assert main(["run", str(path), "--results", str(results), "--n-trials", "3"]) == 0
+    again = _phases(timeline)
+    assert "teacher" not in again and "baseline" not in again  # from the cache
+    assert len(_runs(results, "teacher")) == 1 and len(_runs(results, "baseline")) == 2
+
+
+def test_with_one_job_the_stores_open_while_the_teacher_trains(
+    write_study, tmp_path: Path, monkeypatch
+) -> None:
+    timeline = tmp_path / "timeline.jsonl"
+    monkeypatch.setenv(TIMELINE_ENV, str(timeline))
+    path = write_study(n_trials=1, search=SEARCH, study_keys="jobs = 1")
+    assert main(["run", str(path), "--results", str(tmp_path / "results")]) == 0
+    phases = _phases(timeline)
+    (teacher,), (stores,) = phases["teacher"], phases["stores"]
+    assert teacher["pid"] == stores["pid"] == os.getpid()
+    assert _overlap(stores, teacher)
+
+
+KILLER = '''
+import os, signal
+from torch import nn
+from kdsweep.plugin import hookimpl
+
+
+class Dies(nn.Sequential):
+    """A teacher whose trainer process dies at its first training step."""
+
+    def forward(self, x):
+        if self.training and os.getpid() != int(os.environ["KDSWEEP_TEST_PARENT"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().forward(x)
+
+
+def build(width, num_classes, input_shape):
+    return Dies(nn.Flatten(), nn.Linear(64, num_classes))
+
+
+@hookimpl
+def kdsweep_register_teachers(registry):
+    registry.add_teacher("dies", build)
+'''
+
+
+def test_a_trainer_killed_while_training_the_teacher_fails_the_run_at_once(
+    write_study, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    (tmp_path / "killer.py").write_text(KILLER)
+    monkeypatch.setenv("KDSWEEP_TEST_PARENT", str(os.getpid()))
+    path = write_study(n_trials=2, search=SEARCH, study_keys="jobs = 2", teacher={"model": "dies"})
+    results = tmp_path / "results"
+    code = main(["run", str(path), "--results", str(results), "--plugin", "killer.py"])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "teacher: trainer process" in error and "the study can be resumed" in error
+    assert _runs(results, "teacher") == []  # nothing recorded for it
