@@ -205,5 +205,5 @@ def test_components_by_reference_load_on_first_use(tmp_path, monkeypatch) -> Non
 @pytest.mark.parametrize("reference", ["no_colon", "a:b:c", "1bad:name", "mod:"])
 def test_a_malformed_reference_fails_at_registration(reference: str) -> None:
     registry = Registry()
-    with pytest.raises(PluginError, match="package.module:attribute"):
+    with pytest.raises(PluginError, match=re.escape("package.module:attribute")):
         registry.add_student("s", reference)
