@@ -117,7 +117,7 @@ def sweep(folder: Path, args: argparse.Namespace, width: float, fuse: int) -> di
     started = time.perf_counter()
     summary = run_study(study, options, quiet)
     wall = time.perf_counter() - started
-    builder = study.registry.get("student", args.student).factory
+    builder = study.registry.get("student", args.student).load()
     forward = flops_per_sample(builder(width, 10, (3, 32, 32)), torch.zeros(1, 3, 32, 32))
     trials = summary.states.get("COMPLETE", 0)
     images = trials * args.epochs * args.images

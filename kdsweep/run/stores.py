@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from kdsweep.errors import KdsweepError, RunFailure, environment_cause
 from kdsweep.run.locations import StudyLocations
 from kdsweep.run.plan import Plan
+from kdsweep.run.templates import copy_template, save_template, template_path
 from kdsweep.search.study import create_optuna_schema, open_study
 from kdsweep.text import redact_url
 from kdsweep.timeline import phase
@@ -106,8 +107,8 @@ def open_stores(plan: Plan) -> tuple[Any, Tracker]:
     """The study's Optuna study (created or resumed) and its MLflow tracker."""
     locations, settings = plan.locations, plan.study.settings
     check_locations(locations)
-    create_sqlite_atomically(locations.storage, create_optuna_schema)
-    create_sqlite_atomically(locations.tracking_uri, create_mlflow_schema)
+    create_sqlite_atomically(locations.storage, create_optuna_schema, "optuna")
+    create_sqlite_atomically(locations.tracking_uri, create_mlflow_schema, "mlflow")
     optuna_study = retrying(
         lambda: open_study(settings, locations.storage, plan.sampler),
         f"Optuna storage {redact_url(locations.storage)}",
@@ -119,18 +120,25 @@ def open_stores(plan: Plan) -> tuple[Any, Tracker]:
     return optuna_study, tracker
 
 
-def create_sqlite_atomically(url: str, create_schema: Callable[[str], None]) -> None:
+def create_sqlite_atomically(
+    url: str, create_schema: Callable[[str], None], package: str | None = None
+) -> None:
     """A new SQLite store made whole or not at all: its tables are created in a file of
-    its own, which then takes the store's name (unless another process's did first). A
-    store half-created on a full disk could not be opened again."""
+    its own (copied from ``package``'s template when there is one, see
+    :mod:`kdsweep.run.templates`), which then takes the store's name (unless another
+    process's did first). A store half-created on a full disk could not be opened again."""
     if not url.startswith("sqlite:///"):
         return
     path = Path(url.removeprefix("sqlite:///"))
     if path.exists():
         return
     fresh = path.with_name(f".{path.name}.{os.getpid()}.new")
+    template = template_path(package) if package else None
     try:
-        create_schema(f"sqlite:///{fresh}")
+        if template is None or not copy_template(template, fresh):
+            create_schema(f"sqlite:///{fresh}")
+            if template is not None:
+                save_template(fresh, template)
         with contextlib.suppress(FileExistsError):  # another process created it first
             os.link(fresh, path)
     finally:

@@ -23,7 +23,7 @@ def test_plugin_registers_its_components() -> None:
 
 
 def test_student_builds_at_every_width() -> None:
-    build = load_registry().get("student", "dwsep").factory
+    build = load_registry().get("student", "dwsep").load()
     for width in (1, 4, 16):
         logits = build(width, 10, (1, 8, 8))(torch.zeros(2, 1, 8, 8))
         assert logits.shape == (2, 10)
@@ -32,7 +32,7 @@ def test_student_builds_at_every_width() -> None:
 
 
 def test_loss_is_zero_matching_term_when_logits_agree() -> None:
-    loss = load_registry().get("loss", "logit_mse").factory
+    loss = load_registry().get("loss", "logit_mse").load()
     logits = torch.tensor([[5.0, -5.0]])
     batch = LossBatch(student_logits=logits, targets=torch.tensor([0]), teacher_logits=logits)
     assert loss(batch, alpha=1.0).item() == 0.0
