@@ -141,11 +141,12 @@ class TrainerProcess:
             raise work.interrupted
         return [work.stopped.get(m, outcome) for m, outcome in enumerate(work.outcomes)]
 
-    def close(self) -> None:
-        """Ask the child to end; stop it if it does not."""
+    def close(self, now: bool = False) -> None:
+        """Ask the child to end; stop it if it does not (at once with ``now``: the run is
+        interrupted or failed, so what the child still trains is not wanted)."""
         with contextlib.suppress(OSError):
             self.connection.send(None)
-        self.process.join(timeout=5)
+        self.process.join(timeout=0 if now and self.pending() else 5)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
@@ -216,12 +217,12 @@ class TrainerPool:
             self._mine.trainer = trainer
         return trainer
 
-    def close(self) -> None:
-        """End every trainer."""
+    def close(self, now: bool = False) -> None:
+        """End every trainer (``now``: without waiting for work in progress)."""
         with self._lock:
             trainers, self._all, self._free = self._all, [], []
         for trainer in trainers:
-            trainer.close()
+            trainer.close(now)
 
 
 def wait_all(trainers: Sequence[TrainerProcess]) -> None:

@@ -182,5 +182,7 @@ def _trainer_processes(plan: Plan) -> Iterator[TrainerPool | None]:
     pool = TrainerPool(spec, jobs, plan.trainer if fork else None)
     try:
         yield pool
-    finally:
-        pool.close()
+    except BaseException:
+        pool.close(now=True)  # interrupted or failed: what is still training is not wanted
+        raise
+    pool.close()

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -114,3 +118,26 @@ def test_a_trainer_killed_while_training_the_teacher_fails_the_run_at_once(
     error = capsys.readouterr().err
     assert "teacher: trainer process" in error and "the study can be resumed" in error
     assert _runs(results, "teacher") == []  # nothing recorded for it
+
+
+def test_ctrl_c_while_the_trainers_train_the_teacher_stops_at_once(
+    write_study, tmp_path: Path
+) -> None:
+    path = write_study(n_trials=2, search=SEARCH, study_keys="jobs = 2", teacher={"epochs": 400})
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "kdsweep", "run", str(path), "--results", str(results)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((results / "cache").glob("teachers/*.lock")):  # the teacher is training
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    time.sleep(1)
+    listed = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+    children = {int(pid) for pid in listed.split()}
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, errors = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in errors
+    assert time.monotonic() - started < 10  # the 400-epoch teacher was not waited for
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert not list((results / "cache").glob("teachers/*.pt"))
