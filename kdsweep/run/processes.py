@@ -56,17 +56,15 @@ class TrainerSpec:
 
 
 @dataclass(frozen=True)
-class ReferenceJob:
-    """A reference model for a trainer process to train (or load from the cache): teacher
-    ``number``, or the no-distillation baseline at ``width`` trained with ``seed``."""
+class BaselineJob:
+    """A no-distillation baseline for a trainer process to train (or load from the
+    cache): the student at ``width`` trained with ``seed``."""
 
-    role: str  # "teacher" or "baseline"
-    number: int = 0
-    width: float = 0.0
-    seed: int = 0
+    width: float
+    seed: int
 
 
-Work = Sequence[TrialSettings] | ReferenceJob
+Work = Sequence[TrialSettings] | BaselineJob
 
 
 class TrainerDied(RuntimeError):
@@ -103,11 +101,11 @@ class TrainerProcess:
         self._submitted: dict[int, _Submitted] = {}
 
     def submit(self, work: Work, on_epochs: Sequence[EpochCallback | None]) -> int:
-        """Send a trial (one settings), a fused group or a reference job to the child, which
+        """Send a trial (one settings), a fused group or a baseline to the child, which
         trains it after what it already has; returns the ticket to :meth:`wait` on."""
         ticket = next(self._tickets)
         submitted = self._submitted[ticket] = _Submitted(list(on_epochs))
-        payload = work if isinstance(work, ReferenceJob) else list(work)
+        payload = work if isinstance(work, BaselineJob) else list(work)
         try:
             self.connection.send(("work", ticket, payload))
         except OSError:  # the child is gone: each member fails as it would while training
@@ -303,11 +301,11 @@ def _child_main(
     while (work := inbox.next_work()) is not None:
         _, ticket, settings = work
         inbox.forget_before(ticket)
-        members = 1 if isinstance(settings, ReferenceJob) else len(settings)
+        members = 1 if isinstance(settings, BaselineJob) else len(settings)
         callbacks = [_relay(inbox, ticket, member) for member in range(members)]
         try:
-            if isinstance(settings, ReferenceJob):
-                outcomes = [_reference(trainer, settings, callbacks[0])]
+            if isinstance(settings, BaselineJob):
+                outcomes = [_baseline(trainer, settings, callbacks[0])]
             elif len(settings) == 1:
                 poll = _verdict_check(inbox, ticket, 0)
                 outcomes: list[Outcome] = [trainer.run_trial(settings[0], callbacks[0], poll)]
@@ -320,9 +318,7 @@ def _child_main(
         connection.send(("done", ticket, [_picklable(outcome) for outcome in outcomes]))
 
 
-def _reference(trainer: StudyTrainer, job: ReferenceJob, on_epoch: EpochCallback) -> ModelRecord:
-    if job.role == "teacher":
-        return trainer.teacher(job.number, on_epoch)
+def _baseline(trainer: StudyTrainer, job: BaselineJob, on_epoch: EpochCallback) -> ModelRecord:
     return trainer.baseline(job.width, on_epoch, job.seed)
 
 

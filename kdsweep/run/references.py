@@ -10,7 +10,7 @@ from typing import Any
 
 from kdsweep.faults import fault_point
 from kdsweep.run.display import Display
-from kdsweep.run.processes import ReferenceJob
+from kdsweep.run.processes import BaselineJob
 from kdsweep.run.records import component_tags
 from kdsweep.study.settings import ModelChoice
 from kdsweep.track import tags
@@ -92,33 +92,36 @@ def baseline_label(width: float, seed: int) -> str:
     return f"baseline (no KD) width {width} seed {seed}"
 
 
-# A reference trained elsewhere (a trainer process): its bar and record, or None when it
+# A baseline trained elsewhere (a trainer process): its bar and record, or None when it
 # was not sent there (then it trains in this process).
-Trained = Callable[[ReferenceJob], tuple[Progress, ModelRecord] | None]
+Trained = Callable[[BaselineJob], tuple[Progress, ModelRecord] | None]
 
 
-def _not_ahead(job: ReferenceJob) -> None:
+def _not_ahead(job: BaselineJob) -> None:
     return None
 
 
-def train_teachers(recorder: Recorder, trained: Trained = _not_ahead) -> list[ModelRecord]:
-    """Train (or load) every teacher; the first one's metrics also go on the study's run."""
+TrainedTeacher = tuple[Progress, ModelRecord]
+
+
+def train_teachers(recorder: Recorder) -> list[TrainedTeacher]:
+    """Train (or load) every teacher, with its bar; recorded later (:func:`record_teachers`),
+    once the stores are open."""
     trainer = recorder.trainer
-    records = []
+    trained = []
     for number, choice in enumerate(trainer.base.teachers):
-        params = {"teacher.model": choice.model, "teacher.width": choice.width}
-        ahead = trained(ReferenceJob("teacher", number=number))
-        if ahead is not None:
-            records.append(recorder.finish(ahead[0], params, ahead[1]))
-            continue
-        records.append(
-            recorder.record(
-                "teacher",
-                teacher_label(number, choice),
-                params,
-                lambda on_epoch, number=number: trainer.teacher(number, on_epoch),
-            )
-        )
+        progress, on_epoch = recorder.start("teacher", teacher_label(number, choice))
+        trained.append((progress, trainer.teacher(number, on_epoch)))
+    return trained
+
+
+def record_teachers(recorder: Recorder, trained: list[TrainedTeacher]) -> list[ModelRecord]:
+    """Record the trained teachers; the first one's metrics also go on the study's run."""
+    choices = recorder.trainer.base.teachers
+    records = [
+        recorder.finish(progress, {"teacher.model": c.model, "teacher.width": c.width}, record)
+        for (progress, record), c in zip(trained, choices, strict=True)
+    ]
     first, tracker = records[0], recorder.tracker
     tracker.log(
         tracker.parent_id,
@@ -145,7 +148,7 @@ class Baselines:
             if (width, seed) not in self.records:
                 trainer = self.recorder.trainer
                 params = {"loss.name": "none", "student.width": width, "train.seed": seed}
-                ahead = self.trained(ReferenceJob("baseline", width=width, seed=seed))
+                ahead = self.trained(BaselineJob(width, seed))
                 if ahead is not None:
                     record = self.recorder.finish(ahead[0], params, ahead[1])
                 else:

@@ -1,5 +1,5 @@
-"""Runs a study end to end: plan (every check) -> stores -> teachers and baselines ->
-the search loop over trials -> repeats -> summary.
+"""Runs a study end to end: plan (every check) -> teachers (while the stores open) ->
+baselines -> the search loop over trials -> repeats -> summary.
 
 The one module that ties the trainer, the search loop and the tracker together; each is
 used through its own layer.
@@ -20,12 +20,18 @@ from kdsweep.run.keep import StudentKeeper, finish_quietly
 from kdsweep.run.locations import RunOptions
 from kdsweep.run.overview import describe_study, show_runs
 from kdsweep.run.plan import Plan, prepare, shared_paths
-from kdsweep.run.processes import ReferenceJob, TrainerPool, TrainerSpec, fork_is_safe
+from kdsweep.run.processes import BaselineJob, TrainerPool, TrainerSpec, fork_is_safe
 from kdsweep.run.reconcile import reconcile
-from kdsweep.run.references import Baselines, Recorder, train_teachers
+from kdsweep.run.references import (
+    Baselines,
+    Recorder,
+    TrainedTeacher,
+    record_teachers,
+    train_teachers,
+)
 from kdsweep.run.repeats import Repeats
 from kdsweep.run.signals import StopSignals
-from kdsweep.run.stores import OpeningStores, stores_failing_as
+from kdsweep.run.stores import OpeningStores, check_locations, stores_failing_as
 from kdsweep.run.summary import StudySummary, summarise
 from kdsweep.run.trials import TrialRuns
 from kdsweep.run.workers import run_workers
@@ -36,36 +42,40 @@ from kdsweep.study.study import Study
 from kdsweep.text import redact_url
 from kdsweep.timeline import phase
 from kdsweep.track.tracker import Tracker
+from kdsweep.train.references import ModelRecord
 
 
 def run_study(study: Study, options: RunOptions, display: Display | None = None) -> StudySummary:
-    """Prepare everything (all errors first), then train: teacher, baselines, trials. The
-    stores open while the teacher and the baselines train (in the trainer processes, side
-    by side, when there are several jobs)."""
+    """Prepare everything (all errors first), then train: the teacher (on every core, while
+    a thread opens the stores), the baselines (side by side in the trainer processes when
+    there are several jobs), the trials."""
     display = display or Display()
     with phase("plan"):
         plan = prepare(study, options)
-    widths = [study.resolve({"student.width": width}) for width in study.widths()]
-    for settings in widths if plan.workers == 1 else ():  # alone, before anything trains
-        plan.trainer.latency(settings)
-    with stores_failing_as(plan.locations), _trainer_processes(plan) as pool:
-        stores = _Stores(OpeningStores(plan), plan, display)  # after the fork: a thread
-        ahead = TrainedAhead(stores.recorder, pool, _reference_jobs(plan)) if pool else None
-        for settings in widths if pool else ():  # while the trainers train the references
-            plan.trainer.costs(settings)
-        return _run(plan, options, stores, pool, ahead)
+    for width in study.widths() if plan.workers == 1 else ():  # alone, before any training
+        plan.trainer.latency(study.resolve({"student.width": width}))
+    with stores_failing_as(plan.locations):
+        check_locations(plan.locations)  # a server that does not answer: before training
+        return _run(plan, options, _Stores(plan, display))
 
 
 class _Stores:
     """The stores as they open: the first use waits for them, then brings MLflow in line
     with Optuna after a crash (before anything new is written) and stores the runs view."""
 
-    def __init__(self, opening: OpeningStores, plan: Plan, display: Display) -> None:
-        self.opening, self.plan, self.display = opening, plan, display
+    def __init__(self, plan: Plan, display: Display) -> None:
+        self.plan, self.display = plan, display
         self.recorder = Recorder(self.tracker, display, plan.trainer)
+        self.opening: OpeningStores | None = None
         self._ready = False
 
+    def open(self) -> None:
+        """Start opening the stores (in a thread: after any fork)."""
+        if self.opening is None:
+            self.opening = OpeningStores(self.plan)
+
     def get(self) -> tuple[Any, Tracker]:
+        self.open()
         optuna_study, tracker = self.opening.get()
         if not self._ready:
             reconcile(optuna_study, tracker)  # after a crash, before anything new
@@ -77,27 +87,9 @@ class _Stores:
         return self.get()[1]
 
 
-def _reference_jobs(plan: Plan) -> list[ReferenceJob]:
-    """The teachers and the baselines at the study's seed that the run starts with."""
-    study, base = plan.study, plan.trainer.base
-    teachers = range(len(base.teachers)) if plan.needs_teacher else ()
-    widths = study.widths() if study.settings.baseline else ()
-    return [
-        *(ReferenceJob("teacher", number=number) for number in teachers),
-        *(ReferenceJob("baseline", width=width, seed=base.train.seed) for width in widths),
-    ]
-
-
-def _run(
-    plan: Plan,
-    options: RunOptions,
-    stores: _Stores,
-    pool: TrainerPool | None,
-    ahead: TrainedAhead | None,
-) -> StudySummary:
+def _run(plan: Plan, options: RunOptions, stores: _Stores) -> StudySummary:
     study, locations, trainer = plan.study, plan.locations, plan.trainer
     display, recorder = stores.display, stores.recorder
-    trained = ahead.take if ahead is not None else _trained_here
     outcomes: list[Outcome] = []
     status = "FAILED"  # the study run's status if anything below raises
     with display:
@@ -106,21 +98,21 @@ def _run(
                 f"study [bold]{study.settings.name}[/] on {plan.device}: optuna "
                 f"{redact_url(locations.storage)}, mlflow {redact_url(locations.tracking_uri)}"
             )
-            teachers = train_teachers(recorder, trained) if plan.needs_teacher else []
-            baselines = Baselines(recorder, trained) if study.settings.baseline else None
-            for width in study.widths() if baselines else ():
-                baselines.get(width, trainer.base.train.seed)
-            optuna_study, tracker = stores.get()
-            display.trials(plan.loop.n_trials, finished_trials(optuna_study))
-            keeper = StudentKeeper(trainer, tracker)
-            trials = TrialRuns(trainer, tracker, display, baselines, keeper)
-            trials.pool = pool
-            if plan.workers > 1:
-                display.stage(f"starting {plan.workers} worker processes")
-                run_workers(plan, options)
-            else:
-                with phase("trials"):
-                    outcomes = _search(plan, optuna_study, trials, display)
+            trained = train_teachers(recorder) if plan.needs_teacher else []  # every core
+            with _trainer_processes(plan) as pool:  # forks: no other thread runs yet
+                stores.open()
+                teachers, baselines = _references(plan, recorder, pool, trained)
+                optuna_study, tracker = stores.get()
+                display.trials(plan.loop.n_trials, finished_trials(optuna_study))
+                keeper = StudentKeeper(trainer, tracker)
+                trials = TrialRuns(trainer, tracker, display, baselines, keeper)
+                trials.pool = pool
+                if plan.workers > 1:
+                    display.stage(f"starting {plan.workers} worker processes")
+                    run_workers(plan, options)
+                else:
+                    with phase("trials"):
+                        outcomes = _search(plan, optuna_study, trials, display)
             if study.settings.repeats:
                 trials.pool = None  # repeats train in this process
                 repeats = Repeats(recorder, baselines)
@@ -132,9 +124,10 @@ def _run(
             raise
         finally:
             with contextlib.suppress(BaseException):  # the stores may be what failed
-                optuna_study, tracker = stores.get()
-                reconcile(optuna_study, tracker)
-                tracker.close(status)
+                if stores.opening is not None:  # else nothing was written to them
+                    optuna_study, tracker = stores.get()
+                    reconcile(optuna_study, tracker)
+                    tracker.close(status)
     references = (teachers[0] if teachers else None, baselines.at_study_seed() if baselines else {})
     summary = summarise(optuna_study, study, locations, references, outcomes)
     with contextlib.suppress(Exception):  # a description is not worth failing a study for
@@ -142,9 +135,25 @@ def _run(
     return summary
 
 
-def _trained_here(job: ReferenceJob) -> None:
-    """Without trainer processes every reference trains in this process."""
-    return None
+def _references(
+    plan: Plan, recorder: Recorder, pool: TrainerPool | None, teachers: list[TrainedTeacher]
+) -> tuple[list[ModelRecord], Baselines | None]:
+    """Record the trained teachers and train (or load) and record the baselines at the
+    study's seed, one per width: side by side in the trainer processes when there are
+    some (while the stores open and the students' FLOPs are counted here), else here."""
+    study, seed = plan.study, plan.trainer.base.train.seed
+    widths = study.widths() if study.settings.baseline else []
+    jobs = [BaselineJob(width, seed) for width in widths]
+    ahead = TrainedAhead(recorder, pool, jobs) if pool is not None and jobs else None
+    for width in study.widths():
+        plan.trainer.costs(study.resolve({"student.width": width}))
+    records = record_teachers(recorder, teachers) if teachers else []
+    if not study.settings.baseline:
+        return records, None
+    baselines = Baselines(recorder, ahead.take) if ahead is not None else Baselines(recorder)
+    for width in widths:
+        baselines.get(width, seed)
+    return records, baselines
 
 
 def _search(plan: Plan, optuna_study: object, trials: TrialRuns, display: Display) -> list[Outcome]:
@@ -166,9 +175,10 @@ def _search(plan: Plan, optuna_study: object, trials: TrialRuns, display: Displa
 
 @contextmanager
 def _trainer_processes(plan: Plan) -> Iterator[TrainerPool | None]:
-    """With several jobs, the teachers, the baselines and the trials train in trainer
-    processes, each with its share of the CPU cores for its operations; this process
-    keeps Optuna and MLflow. Started before any other thread exists (they may be forks)."""
+    """With several jobs, the baselines and the trials train in trainer processes, each
+    with its share of the CPU cores for its operations; this process keeps Optuna and
+    MLflow. Started when no other thread runs: they may be forks of this process, which
+    then hold its data and its teachers already."""
     jobs = plan.loop.jobs
     if jobs == 1 or plan.workers > 1:
         yield None

@@ -1,6 +1,6 @@
-"""The teacher and the baselines train side by side in the trainer processes (jobs > 1)
-while the run opens its stores; with one job they train in the run's process, the stores
-opening beside them. Each is recorded once and reused from the cache."""
+"""The teacher trains on every core in the run's process; then, with jobs > 1, the
+baselines train side by side in the trainer processes while the run opens its stores.
+Each is recorded once and reused from the cache; Ctrl-C stops them at once."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _overlap(a: dict, b: dict) -> bool:
     return a["start"] < b["end"] and b["start"] < a["end"]
 
 
-def test_with_jobs_references_train_in_trainers_while_the_stores_open(
+def test_with_jobs_baselines_train_in_trainers_while_the_stores_open(
     write_study, tmp_path: Path, monkeypatch
 ) -> None:
     timeline = tmp_path / "timeline.jsonl"
@@ -51,11 +51,11 @@ def test_with_jobs_references_train_in_trainers_while_the_stores_open(
     (teacher,), (stores,) = phases["teacher"], phases["stores"]
     baselines = phases["baseline"]
     assert len(baselines) == 2
-    assert stores["pid"] == os.getpid()
-    assert teacher["pid"] != os.getpid()
-    assert {b["pid"] for b in baselines} == {b["pid"] for b in baselines} - {os.getpid()}
-    assert teacher["pid"] not in {b["pid"] for b in baselines}  # side by side
-    assert _overlap(stores, teacher) and _overlap(teacher, baselines[0])
+    assert teacher["pid"] == stores["pid"] == os.getpid()
+    assert teacher["end"] <= stores["start"]  # not while the teacher trains here
+    assert os.getpid() not in {b["pid"] for b in baselines}
+    assert len({b["pid"] for b in baselines}) == 2  # side by side, a trainer each
+    assert all(_overlap(stores, b) for b in baselines)
     assert len(_runs(results, "teacher")) == 1 and len(_runs(results, "baseline")) == 2
     cache = results / "cache"
     assert len(list((cache / "teachers").glob("*.pt"))) == 1
@@ -68,17 +68,14 @@ def test_with_jobs_references_train_in_trainers_while_the_stores_open(
     assert len(_runs(results, "teacher")) == 1 and len(_runs(results, "baseline")) == 2
 
 
-def test_with_one_job_the_stores_open_while_the_teacher_trains(
-    write_study, tmp_path: Path, monkeypatch
-) -> None:
+def test_with_one_job_everything_trains_here(write_study, tmp_path: Path, monkeypatch) -> None:
     timeline = tmp_path / "timeline.jsonl"
     monkeypatch.setenv(TIMELINE_ENV, str(timeline))
     path = write_study(n_trials=1, search=SEARCH, study_keys="jobs = 1")
     assert main(["run", str(path), "--results", str(tmp_path / "results")]) == 0
     phases = _phases(timeline)
-    (teacher,), (stores,) = phases["teacher"], phases["stores"]
-    assert teacher["pid"] == stores["pid"] == os.getpid()
-    assert _overlap(stores, teacher)
+    rows = [*phases["teacher"], *phases["baseline"], *phases["stores"], *phases["trials"]]
+    assert {row["pid"] for row in rows} == {os.getpid()}
 
 
 KILLER = '''
@@ -88,7 +85,7 @@ from kdsweep.plugin import hookimpl
 
 
 class Dies(nn.Sequential):
-    """A teacher whose trainer process dies at its first training step."""
+    """A student whose trainer process dies at its first training step."""
 
     def forward(self, x):
         if self.training and os.getpid() != int(os.environ["KDSWEEP_TEST_PARENT"]):
@@ -101,43 +98,46 @@ def build(width, num_classes, input_shape):
 
 
 @hookimpl
-def kdsweep_register_teachers(registry):
-    registry.add_teacher("dies", build)
+def kdsweep_register_students(registry):
+    registry.add_student("dies", build)
 '''
 
 
-def test_a_trainer_killed_while_training_the_teacher_fails_the_run_at_once(
+def test_a_trainer_killed_while_training_a_baseline_fails_the_run_at_once(
     write_study, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     (tmp_path / "killer.py").write_text(KILLER)
     monkeypatch.setenv("KDSWEEP_TEST_PARENT", str(os.getpid()))
-    path = write_study(n_trials=2, search=SEARCH, study_keys="jobs = 2", teacher={"model": "dies"})
+    path = write_study(n_trials=2, search=SEARCH, study_keys="jobs = 2", student={"model": "dies"})
     results = tmp_path / "results"
     code = main(["run", str(path), "--results", str(results), "--plugin", "killer.py"])
     assert code == 1
     error = capsys.readouterr().err
-    assert "teacher: trainer process" in error and "the study can be resumed" in error
-    assert _runs(results, "teacher") == []  # nothing recorded for it
+    assert "baseline (no KD) width" in error and "trainer process" in error
+    assert "the study can be resumed" in error
+    assert _runs(results, "baseline") == []  # nothing recorded for them
+    assert len(_runs(results, "teacher")) == 1  # what was done stays
 
 
-def test_ctrl_c_while_the_trainers_train_the_teacher_stops_at_once(
+def test_ctrl_c_while_the_trainers_train_the_baselines_stops_at_once(
     write_study, tmp_path: Path
 ) -> None:
-    path = write_study(n_trials=2, search=SEARCH, study_keys="jobs = 2", teacher={"epochs": 400})
+    path = write_study(n_trials=2, search=SEARCH, study_keys="jobs = 2", train={"epochs": 400})
     results = tmp_path / "results"
     command = [sys.executable, "-m", "kdsweep", "run", str(path), "--results", str(results)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not list((results / "cache").glob("teachers/*.lock")):  # the teacher is training
+    while not list((results / "cache").glob("baselines/*.lock")):  # baselines training
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.1)
     time.sleep(1)
     listed = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
     children = {int(pid) for pid in listed.split()}
+    assert children
     process.send_signal(signal.SIGINT)
     started = time.monotonic()
     _, errors = process.communicate(timeout=60)
     assert process.returncode == 130 and "interrupted" in errors
-    assert time.monotonic() - started < 10  # the 400-epoch teacher was not waited for
+    assert time.monotonic() - started < 10  # the 400-epoch baselines were not waited for
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
-    assert not list((results / "cache").glob("teachers/*.pt"))
+    assert not list((results / "cache").glob("baselines/*.pt"))
