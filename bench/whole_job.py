@@ -17,7 +17,11 @@ Prints each side's wall time, the ratio, the best validation accuracy per width 
 side, and where kdsweep's time went (its ``KDSWEEP_TIMELINE``: start-up, store creation,
 teacher, baselines, trials, teardown; phases that overlap are shown as such).
 
-    python bench/whole_job.py [--trials 16] [--pairs 1] [--json FILE]
+    python bench/whole_job.py [--trials 16] [--pairs 1] [--json FILE] [--also TREE]
+
+``--also TREE`` times a third side in each pair: ``kdsweep run`` from another source
+tree of kdsweep (say an earlier commit, ``git worktree add /tmp/before <commit>``), on
+the same job; its wall time and best accuracy per width are printed beside the others.
 
 ``--smoke`` runs a tiny version of the same job (2 trials, 2 epochs, a teacher of 2
 epochs) to check that the script works; its figures mean nothing.
@@ -207,18 +211,20 @@ def phases(timeline: Path, started: float, ended: float) -> list[tuple[str, floa
 # --- both, side by side -------------------------------------------------------------------
 
 
-def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+def timed(
+    command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, float, str]:
     """(start, end, stdout) of a command run to its end; an error if it fails."""
     started = time.time()
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
     ended = time.time()
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
     return started, ended, done.stdout
 
 
-def one_pair(job: Job) -> dict:
-    """Both sides once, each from an empty folder; their figures."""
+def one_pair(job: Job, also: Path | None = None) -> dict:
+    """Both sides once (and ``also``'s kdsweep), each from an empty folder; their figures."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         hand_dir, kd_dir = folder / "hand", folder / "kdsweep"
@@ -234,7 +240,17 @@ def one_pair(job: Job) -> dict:
         env = {**os.environ, "KDSWEEP_TIMELINE": str(timeline)}
         kdsweep = [sys.executable, "-m", "kdsweep", "run", str(study_file), "--results"]
         k_start, k_end, _ = timed([*kdsweep, str(kd_dir)], env)
+        other = {}
+        if also is not None:  # its own sources first; run outside this tree (no shadowing)
+            tree = also.resolve()
+            env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{tree / 'plugins'}"}
+            o_start, o_end, _ = timed([*kdsweep, str(folder / "also")], env, cwd=folder)
+            other = {
+                "also_s": o_end - o_start,
+                "also_best": kdsweep_best(study_file, folder / "also"),
+            }
         return {
+            **other,
             "hand_written_s": h_end - h_start,
             "kdsweep_s": k_end - k_start,
             "ratio": (h_end - h_start) / (k_end - k_start),
@@ -250,6 +266,11 @@ def report(result: dict) -> None:
         f"hand-written {result['hand_written_s']:.1f} s, kdsweep {result['kdsweep_s']:.1f} s: "
         f"{result['ratio']:.2f}x"
     )
+    if "also_s" in result:
+        also = result["also_s"]
+        print(
+            f"the other tree's kdsweep {also:.1f} s: this one is {also / result['kdsweep_s']:.2f}x"
+        )
     print("best val accuracy per width (hand-written / kdsweep):")
     for width in WIDTHS:
         hand = result["hand_written_best"].get(width, float("nan"))
@@ -266,6 +287,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1, help="run both sides this many times")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--smoke", action="store_true", help="a tiny job: checks the script")
+    parser.add_argument("--also", type=Path, help="also time kdsweep from this source tree")
     parser.add_argument("--epochs", type=int, default=Job.epochs, help=argparse.SUPPRESS)
     parser.add_argument(
         "--teacher-epochs", type=int, default=Job.teacher_epochs, help=argparse.SUPPRESS
@@ -279,7 +301,7 @@ def main() -> None:
     results = []
     for number in range(args.pairs):
         print(f"--- pair {number + 1} of {args.pairs} ({job.trials} trials)", flush=True)
-        results.append(one_pair(job))
+        results.append(one_pair(job, args.also))
         report(results[-1])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

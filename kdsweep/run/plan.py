@@ -19,17 +19,21 @@ from kdsweep.search.loop import LoopSettings
 from kdsweep.search.pruners import make_pruner
 from kdsweep.search.samplers import make_sampler, stream_seed
 from kdsweep.study.schema import count_or_auto
+from kdsweep.study.space import WIDTH
 from kdsweep.study.study import Study
 from kdsweep.train.cache import ModelCache
 from kdsweep.train.checks import can_fuse, check_models, needs_teacher
 from kdsweep.train.device import pick_device
 from kdsweep.train.fused import SHARED_TRAIN_SETTINGS
+from kdsweep.train.grouped import groupable
 from kdsweep.train.trainer import StudyTrainer
 
-# Group size of fuse = "auto" by device type: on a GPU a fused group fills the device that
-# one small student leaves idle; on the CPU batched kernels were measured no faster than
-# separate ones (docs/performance.md), so there "auto" trains trials alone.
-AUTO_FUSE = {"cuda": 8, "cpu": 1}
+# Group size of fuse = "auto": on a GPU a fused group fills the device that one small
+# student leaves idle. On the CPU, students that are plain stacks of layers train as one
+# grouped network, 1.2x to 5x faster per step than one by one (bench/cpu_grouped_step.py);
+# other students would run vmap's batched kernels, measured no faster there
+# (docs/performance.md), so they train alone.
+AUTO_FUSE = 8
 
 
 @dataclass(frozen=True)
@@ -92,19 +96,35 @@ def prepare(study: Study, options: RunOptions) -> Plan:
         trainer=trainer,
         sampler=sampler,
         loop=loop,
-        fuse=AUTO_FUSE.get(device.type, 1) if fuse_wanted == "auto" else fuse_wanted,
+        fuse=_auto_fuse(trainer) if fuse_wanted == "auto" else fuse_wanted,
         needs_teacher=needs_teacher(study),
         workers=options.workers,
         graceful=options.graceful,
     )
 
 
-def shared_paths(study: Study) -> tuple[str, ...]:
-    """Searched paths every member of a fused group shares with the group's first trial."""
+def shared_paths(study: Study, mixed_widths: bool = False) -> tuple[str, ...]:
+    """Searched paths every member of a fused group shares with the group's first trial;
+    with ``mixed_widths`` the student's width is not among them (on the CPU a group's
+    members of each width train together, so a group need not fix one width for all)."""
     shared = {"loss.name", *(f"train.{name}" for name in SHARED_TRAIN_SETTINGS)}
     return tuple(
-        dim.path for dim in study.search if dim.path in shared or dim.path.startswith("student.")
+        dim.path
+        for dim in study.search
+        if (dim.path in shared or dim.path.startswith("student."))
+        and not (mixed_widths and dim.path == WIDTH)
     )
+
+
+def _auto_fuse(trainer: StudyTrainer) -> int:
+    """``fuse = "auto"``: :data:`AUTO_FUSE` on a GPU, and on the CPU for students that
+    train as one grouped network there; else 1."""
+    if trainer.device.type == "cuda":
+        return AUTO_FUSE
+    if trainer.device.type != "cpu":
+        return 1
+    student = trainer.models.build("student", trainer.base.student, "[student]")
+    return AUTO_FUSE if groupable(student) else 1
 
 
 def _check_counts(options: RunOptions) -> None:

@@ -161,7 +161,8 @@ def _search(plan: Plan, optuna_study: object, trials: TrialRuns, display: Displa
     study = plan.study
     loop = plan.loop
     if plan.fuse > 1:
-        loop = replace(loop, fusion=Fusion(plan.fuse, trials.group, shared_paths(study)))
+        shared = shared_paths(study, mixed_widths=plan.device.type == "cpu")
+        loop = replace(loop, fusion=Fusion(plan.fuse, trials.group, shared))
     with StopSignals(plan.graceful) as signals:
         return run_trials(
             optuna_study,

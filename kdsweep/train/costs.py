@@ -20,7 +20,6 @@ LATENCY_REPEATS = 20
 # costs over a second of imports on first use, several while the stores open beside it.
 _COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _PLAIN = (
-    nn.Sequential,
     nn.BatchNorm1d,
     nn.BatchNorm2d,
     nn.BatchNorm3d,
@@ -49,13 +48,24 @@ def flops_per_sample(model: nn.Module, sample: torch.Tensor) -> float:
     was_training = model.training
     model.eval()
     try:
-        if all(type(module) in (*_COUNTED, *_PLAIN) for module in model.modules()):
+        if plain_stack(model, (*_COUNTED, *_PLAIN)) is not None:
             return _hooked_flops(model, sample[:1])
         with FlopCounterMode(display=False) as counter:
             model(sample[:1])
         return float(counter.get_total_flops())
     finally:
         model.train(was_training)
+
+
+def plain_stack(
+    model: nn.Module, kinds: tuple[type[nn.Module], ...]
+) -> list[tuple[str, nn.Module]] | None:
+    """The model's layers in the order its forward pass runs them, if it is made of
+    ``kinds`` alone nested in ``nn.Sequential`` containers (whose forward runs each child
+    in turn); ``None`` otherwise."""
+    if not all(type(module) in (nn.Sequential, *kinds) for module in model.modules()):
+        return None
+    return [(name, m) for name, m in model.named_modules() if type(m) is not nn.Sequential]
 
 
 def _hooked_flops(model: nn.Module, sample: torch.Tensor) -> float:

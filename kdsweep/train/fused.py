@@ -6,7 +6,9 @@ parameters are stacked and one ``torch.func.vmap`` of ``functional_call`` runs t
 so k small models cost about one call per layer instead of k. Gradients flow back
 through the stack into each member's own parameters, so the optimizer sees exactly what
 it would see for k separate models; a member's metrics equal those of training it alone
-with the same seed (within float tolerance: batched kernels round differently).
+with the same seed (within float tolerance: batched kernels round differently). On the
+CPU, students that are plain stacks of layers run as one grouped network instead
+(:mod:`kdsweep.train.grouped`): ``vmap`` there runs k small kernels and saves nothing.
 
 A member whose epoch callback raises (pruning) or whose loss diverges leaves the group
 with that exception as its result; the others go on.
@@ -43,6 +45,7 @@ from kdsweep.train.fit import (
     scheduled_values,
     weighted_loss,
 )
+from kdsweep.train.grouped import GroupedModels, groupable
 
 # Settings every member of a group must share: they shape the model, the batches or the
 # optimizer's kind. The rest (lr, momentum, weight decay, warm-up, seed) may differ.
@@ -86,6 +89,11 @@ class StackedModels:
         batched = vmap(one, in_dims=(0, 0, None if shared else 0), randomness="different")
         return batched(params, self.buffers, inputs)
 
+    @property
+    def training(self) -> bool:
+        """Whether the members are in train mode."""
+        return self.skeleton.training
+
     def train(self, mode: bool = True) -> None:
         """Train or eval mode (BatchNorm, dropout) for every member."""
         self.skeleton.train(mode)
@@ -105,27 +113,49 @@ class StackedModels:
                 for name, value in self.buffers.items():
                     own[name].copy_(value[row])
 
-    @torch.no_grad()
-    def accuracies(
-        self,
-        inputs: torch.Tensor,
-        targets: torch.Tensor,
-        settings: TrainSettings,
-        batch_size: int = 2048,
-    ) -> list[float]:
-        """Each member's top-1 accuracy on the given tensors, read from the device once."""
-        was_training = self.skeleton.training
-        self.train(False)
-        layout = memory_format(settings, inputs)
-        correct = torch.zeros(len(self.members), device=inputs.device)
-        with mixed_precision(settings, inputs.device)():
-            for chunk, labels in zip(
-                inputs.split(batch_size), targets.split(batch_size), strict=True
-            ):
-                logits = self(chunk.contiguous(memory_format=layout), shared=True)
-                correct += (logits.argmax(dim=2) == labels).sum(dim=1)
-        self.train(was_training)
-        return (correct / len(targets)).tolist()
+
+Group = StackedModels | GroupedModels  # k members called as one: (k, B, ...) -> (k, B, C)
+
+
+@torch.no_grad()
+def accuracies(
+    group: Group,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    settings: TrainSettings,
+    batch_size: int = 2048,
+) -> list[float]:
+    """Each member's top-1 accuracy on the given tensors, read from the device once."""
+    was_training = group.training
+    group.train(False)
+    layout = memory_format(settings, inputs)
+    correct = torch.zeros(len(group.models), device=inputs.device)
+    with mixed_precision(settings, inputs.device)():
+        for chunk, labels in zip(inputs.split(batch_size), targets.split(batch_size), strict=True):
+            logits = group(chunk.contiguous(memory_format=layout), shared=True)
+            correct += (logits.argmax(dim=2) == labels).sum(dim=1)
+    group.train(was_training)
+    return (correct / len(targets)).tolist()
+
+
+def grouped_or_stacked(models: Sequence[nn.Module], sample: torch.Tensor) -> Group:
+    """The members as one: grouped layers on the CPU where the students are plain stacks
+    of layers and the grouped network gives each member's own outputs on ``sample``
+    (checked), else ``vmap`` over their stacked parameters."""
+    if sample.device.type == "cpu" and groupable(models[0]):
+        grouped = GroupedModels(models)
+        if _gives_own_outputs(grouped, models, sample):
+            return grouped
+    return StackedModels(models)
+
+
+@torch.no_grad()
+def _gives_own_outputs(group: Group, models: Sequence[nn.Module], sample: torch.Tensor) -> bool:
+    group.train(False)
+    together = group(sample, shared=True)
+    alone = torch.stack([model(sample) for model in models])
+    group.train(True)
+    return together.shape == alone.shape and torch.allclose(together, alone, rtol=1e-4, atol=1e-5)
 
 
 @dataclass(frozen=True)
@@ -173,10 +203,13 @@ def fit_group(
     *,
     teachers: Teachers | None = None,
     on_epochs: Sequence[EpochCallback | None] | None = None,
+    grouped: bool = True,
 ) -> list[FitResult | Exception]:
     """Train the models together, each with its own recipe (settings, loss, lr schedule)
     and callback; the result of each is its :class:`FitResult`, or the exception that
-    ended it (a callback's, e.g. pruning, or :class:`DivergedError`).
+    ended it (a callback's, e.g. pruning, or :class:`DivergedError`). With ``grouped``
+    (the default), the CPU runs plain-stack students as one grouped network
+    (:mod:`kdsweep.train.grouped`); otherwise, and elsewhere, ``vmap`` runs them.
 
     The training losses must read no layers and hold no modules (response-based losses).
     ``train_time_s`` is each member's share: the group's time per epoch split evenly
@@ -209,7 +242,7 @@ def fit_group(
     autocast = mixed_precision(first, device)
     for model in (*models, *teachers.models):
         model.to(memory_format=layout)
-    stacked = StackedModels(models)
+    stacked = grouped_or_stacked(models, data.train_x[:4]) if grouped else StackedModels(models)
     optimizer = make_optimizer([(m.parameters(), s) for m, s in zip(models, settings, strict=True)])
     results: list[FitResult | Exception | None] = [None] * count
     n_train = len(data.train_y)
@@ -252,12 +285,12 @@ def fit_group(
             optimizer.step()
             loss_sums += per_member.detach() * len(indices[0])
         train_losses = (loss_sums / n_train).tolist()
-        accuracies = stacked.accuracies(data.val_x, data.val_y, first)
+        val_accuracies = accuracies(stacked, data.val_x, data.val_y, first)
         elapsed = time.perf_counter() - epoch_started
         staying = []
         for row, member in enumerate(members):
             member.train_time += elapsed / len(members)
-            member.val_accuracy = accuracies[row]
+            member.val_accuracy = val_accuracies[row]
             outcome = _end_of_epoch(member, epoch, train_losses[row], values[row], rates[row])
             if outcome is None:
                 staying.append(row)
@@ -270,7 +303,7 @@ def fit_group(
             break
     if members:
         stacked.write_back()
-        tests = stacked.accuracies(data.test_x, data.test_y, first)
+        tests = accuracies(stacked, data.test_x, data.test_y, first)
         for row, member in enumerate(members):
             results[member.position] = FitResult(
                 val_accuracy=member.val_accuracy,
