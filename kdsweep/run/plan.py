@@ -30,9 +30,11 @@ from kdsweep.train.trainer import StudyTrainer
 
 # Group size of fuse = "auto": on a GPU a fused group fills the device that one small
 # student leaves idle. On the CPU, students that are plain stacks of layers train as one
-# grouped network, 1.2x to 5x faster per step than one by one (bench/cpu_grouped_step.py);
-# other students would run vmap's batched kernels, measured no faster there
-# (docs/performance.md), so they train alone.
+# grouped network, 1.2x to 5x faster per step than one by one (bench/cpu_grouped_step.py),
+# which made a sweep without pruning 15% faster; with a pruner it was 7% slower (a group
+# of 8 is asked before the pruner sees their curves, so fewer are pruned), and other
+# students would run vmap's batched kernels, no faster there: those train alone
+# (docs/performance.md).
 AUTO_FUSE = 8
 
 
@@ -117,11 +119,11 @@ def shared_paths(study: Study, mixed_widths: bool = False) -> tuple[str, ...]:
 
 
 def _auto_fuse(trainer: StudyTrainer) -> int:
-    """``fuse = "auto"``: :data:`AUTO_FUSE` on a GPU, and on the CPU for students that
-    train as one grouped network there; else 1."""
+    """``fuse = "auto"``: :data:`AUTO_FUSE` on a GPU, and on the CPU for studies without
+    a pruner whose students train as one grouped network there; else 1."""
     if trainer.device.type == "cuda":
         return AUTO_FUSE
-    if trainer.device.type != "cpu":
+    if trainer.device.type != "cpu" or trainer.study.settings.pruner != "none":
         return 1
     student = trainer.models.build("student", trainer.base.student, "[student]")
     return AUTO_FUSE if groupable(student) else 1

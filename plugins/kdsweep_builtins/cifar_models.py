@@ -49,6 +49,17 @@ def kdsweep_register_students(registry: Registry) -> None:
         registry.add_student(name, _reference(name), description=_describe(name))
 
 
+def __getattr__(name: str) -> Any:
+    """The networks' classes under their former home here (students pickled by earlier
+    versions name them so), imported on first use."""
+    from kdsweep_builtins import _cifar_nets
+
+    try:
+        return getattr(_cifar_nets, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
 def _reference(name: str) -> str:
     return f"kdsweep_builtins._cifar_nets:{name}"
 

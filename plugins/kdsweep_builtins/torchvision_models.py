@@ -12,7 +12,7 @@ import functools
 import importlib.util
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kdsweep.plugin import Registry, hookimpl
 
@@ -98,3 +98,13 @@ def kdsweep_register_students(registry: Registry) -> None:
     """Register every torchvision classification model as a student."""
     for name in _names():
         registry.add_student(PREFIX + name, _builder(name))
+
+
+def __getattr__(name: str) -> Any:
+    """``_ThreeChannels`` under its former name here (torchvision students pickled by
+    earlier versions name it so), imported on first use."""
+    if name == "_ThreeChannels":
+        from kdsweep_builtins._feature_modules import ThreeChannels
+
+        return ThreeChannels
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

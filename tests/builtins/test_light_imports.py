@@ -56,3 +56,12 @@ def test_the_registry_loads_no_heavy_package_and_the_digits_no_scikit_learn() ->
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["[]", "['torch']"]
+
+
+def test_moved_classes_keep_their_former_names_for_old_pickles() -> None:
+    from kdsweep_builtins import _cifar_nets, _feature_modules, cifar_models, torchvision_models
+
+    assert cifar_models.CifarResNet is _cifar_nets.CifarResNet
+    assert torchvision_models._ThreeChannels is _feature_modules.ThreeChannels
+    with pytest.raises(AttributeError):
+        cifar_models.NoSuchNet  # noqa: B018

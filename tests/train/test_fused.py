@@ -195,12 +195,17 @@ def test_grouped_members_keep_their_own_trained_state() -> None:
         assert norms and all(int(m.num_batches_tracked) == steps for m in norms)
 
 
-@pytest.mark.parametrize(("student", "fuse"), [("cnn", 8), ("mlp", 8), ("resnet8", 1)])
-def test_fuse_auto_groups_plain_stacks_on_the_cpu(
-    write_study, tmp_path: Path, student: str, fuse: int
+@pytest.mark.parametrize(
+    ("student", "pruner", "fuse"),
+    [("cnn", "none", 8), ("mlp", "none", 8), ("resnet8", "none", 1), ("cnn", "median", 1)],
+)
+def test_fuse_auto_groups_plain_stacks_without_a_pruner_on_the_cpu(
+    write_study, tmp_path: Path, student: str, pruner: str, fuse: int
 ) -> None:
     from kdsweep.run.plan import prepare
 
-    path = write_study(search=SEARCH, study_keys='fuse = "auto"', student={"model": student})
+    path = write_study(
+        search=SEARCH, pruner=pruner, study_keys='fuse = "auto"', student={"model": student}
+    )
     plan = prepare(load_study(path), RunOptions(results=str(tmp_path / "r"), device="cpu"))
     assert plan.fuse == fuse
