@@ -114,17 +114,23 @@ def run_trials(
     if jobs == 1:
         loop.run()
         return loop.outcomes
-    threads = [threading.Thread(target=loop.run_in_thread, daemon=True) for _ in range(jobs)]
+    # Each thread says itself when it is done: after a KeyboardInterrupt has cut into a
+    # Thread.join, CPython 3.11 may mark that thread stopped while it still runs (its
+    # join then returns at once), and the trainers would be closed under its feet.
+    done = [threading.Event() for _ in range(jobs)]
+    threads = [
+        threading.Thread(target=loop.run_in_thread, args=(event,), daemon=True) for event in done
+    ]
     for thread in threads:
         thread.start()
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.1)  # short waits, so that Ctrl-C reaches this thread
+        for event in done:
+            while not event.wait(0.1):  # short waits, so that Ctrl-C reaches this thread
+                pass
     except KeyboardInterrupt:
         loop.interrupted.set()  # each thread fails its running trial at the next epoch
-        for thread in threads:
-            thread.join()
+        for event in done:
+            event.wait()
         raise
     if loop.errors:
         raise loop.errors[0]
@@ -181,13 +187,16 @@ class _TrialLoop:
         self.lock = threading.Lock()
         self.own_stream = settings.sampler_for is None  # whether the sampler is this process's
 
-    def run_in_thread(self) -> None:
-        """:meth:`run`, keeping what ends the thread for the caller to re-raise."""
+    def run_in_thread(self, done: threading.Event) -> None:
+        """:meth:`run`, keeping what ends the thread for the caller to re-raise; ``done``
+        is set when the thread has finished with its trials."""
         try:
             self.run()
         except BaseException as exc:  # handed to the main thread, which re-raises it
             self.errors.append(exc)
             self.interrupted.set()
+        finally:
+            done.set()
 
     def run(self) -> None:
         """Ask, start, wait and tell until the study is done or told to stop."""
