@@ -46,9 +46,9 @@ from kdsweep.train.references import ModelRecord
 
 
 def run_study(study: Study, options: RunOptions, display: Display | None = None) -> StudySummary:
-    """Prepare everything (all errors first), then train: the teacher (on every core, while
-    a thread opens the stores), the baselines (side by side in the trainer processes when
-    there are several jobs), the trials."""
+    """Prepare everything (all errors first), then train: the teacher (on every core),
+    the baselines (side by side in the trainer processes when there are several jobs,
+    while a thread opens the stores), the trials."""
     display = display or Display()
     with phase("plan"):
         plan = prepare(study, options)
@@ -75,6 +75,7 @@ class _Stores:
             self.opening = OpeningStores(self.plan)
 
     def get(self) -> tuple[Any, Tracker]:
+        """The Optuna study and the MLflow tracker, once open and in line."""
         self.open()
         optuna_study, tracker = self.opening.get()
         if not self._ready:
@@ -84,6 +85,7 @@ class _Stores:
         return optuna_study, tracker
 
     def tracker(self) -> Tracker:
+        """The MLflow tracker, once open."""
         return self.get()[1]
 
 
