@@ -19,18 +19,13 @@ LATENCY_REPEATS = 20
 # layers, as torch's counter counts them (matrix products only). Torch's counter itself
 # costs over a second of imports on first use, several while the stores open beside it.
 _COUNTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+# Layers that act on each element alone (no weights).
+ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity, nn.Dropout)
 _PLAIN = (
+    *ELEMENTWISE,
     nn.BatchNorm1d,
     nn.BatchNorm2d,
     nn.BatchNorm3d,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.GELU,
-    nn.SiLU,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Identity,
-    nn.Dropout,
     nn.Flatten,
     nn.MaxPool1d,
     nn.MaxPool2d,

@@ -19,22 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdsweep.train.costs import plain_stack
+from kdsweep.train.costs import ELEMENTWISE, plain_stack
 
 # Layers that act on each channel (or element) alone: applied to all members at once.
-_PER_CHANNEL = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.GELU,
-    nn.SiLU,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Identity,
-    nn.Dropout,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-)
+_PER_CHANNEL = (*ELEMENTWISE, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 _GROUPED = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.Flatten, *_PER_CHANNEL)
 _BatchNorm = nn.modules.batchnorm._BatchNorm
 
