@@ -82,13 +82,7 @@ class Component:
         ``"package.module:attribute"`` reference names, imported (and checked) on first use."""
         if not isinstance(self.factory, str):
             return self.factory
-        key = (self.kind, self.name, self.origin, self.factory)
-        if key not in _LOADED:
-            _LOADED[key] = _loaded(self)
-        return _LOADED[key]
-
-
-_LOADED: dict[tuple[str, str, Origin, str], Callable[..., Any]] = {}
+        return _loaded(self)  # Python keeps the module imported: later calls are cheap
 
 
 def _loaded(component: Component) -> Callable[..., Any]:

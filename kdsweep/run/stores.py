@@ -75,14 +75,16 @@ class OpeningStores:
     def __init__(self, plan: Plan) -> None:
         self._opened: tuple[Any, Tracker] | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(
+        # Waited for through an event, not Thread.join: a Ctrl-C that cuts into a join
+        # makes CPython 3.11 take the live thread for ended (see search/loop.py).
+        self._done = threading.Event()
+        threading.Thread(
             target=self._open, args=(plan,), name="kdsweep-stores", daemon=True
-        )
-        self._thread.start()
+        ).start()
 
     def get(self) -> tuple[Any, Tracker]:
         """The Optuna study and the MLflow tracker, once open; what failed, raised here."""
-        self._thread.join()
+        self._done.wait()
         if self._error is not None:
             raise self._error
         assert self._opened is not None
@@ -94,6 +96,8 @@ class OpeningStores:
                 self._opened = open_stores(plan)
         except BaseException as exc:  # raised again by get(), in the caller's thread
             self._error = exc
+        finally:
+            self._done.set()
 
 
 def check_locations(locations: StudyLocations) -> None:

@@ -141,7 +141,7 @@ class References:
             cached = self._cached(model, cache_kind, key)
             if cached is not None:
                 return model, cached
-            with phase(kind if cache_kind == "teachers" else "baseline"):
+            with phase(cache_kind.removesuffix("s")):  # "teacher" or "baseline"
                 metrics = self._fit(model, choice, train, on_epoch)
             self.cache.store(cache_kind, key, {"metrics": metrics}, model.state_dict())
         return model, ModelRecord(**metrics, key=key, cached=False)
