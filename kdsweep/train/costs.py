@@ -40,11 +40,11 @@ _PLAIN = (
 def flops_per_sample(model: nn.Module, sample: torch.Tensor) -> float:
     """Floating-point operations of one forward pass of one sample: matrix products and
     convolutions, as torch's ``FlopCounterMode`` counts them."""
+    if plain_stack(model, (*_COUNTED, *_PLAIN)) is not None:
+        return matrix_flops_per_sample(model, sample)
     was_training = model.training
     model.eval()
     try:
-        if plain_stack(model, (*_COUNTED, *_PLAIN)) is not None:
-            return _hooked_flops(model, sample[:1])
         with FlopCounterMode(display=False) as counter:
             model(sample[:1])
         return float(counter.get_total_flops())
@@ -61,6 +61,19 @@ def plain_stack(
     if not all(type(module) in (nn.Sequential, *kinds) for module in model.modules()):
         return None
     return [(name, m) for name, m in model.named_modules() if type(m) is not nn.Sequential]
+
+
+@torch.no_grad()
+def matrix_flops_per_sample(model: nn.Module, sample: torch.Tensor) -> float:
+    """FLOPs of one sample's forward pass in the model's convolution and linear layers,
+    wherever they sit (what other code the model runs is not counted): cheap, for
+    deciding how to run the model, not for reporting it."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _hooked_flops(model, sample[:1])
+    finally:
+        model.train(was_training)
 
 
 def _hooked_flops(model: nn.Module, sample: torch.Tensor) -> float:

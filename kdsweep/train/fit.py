@@ -20,7 +20,7 @@ from torch import nn
 from kdsweep.plugin.types import DataSplits, LossBatch
 from kdsweep.study.settings import TrainSettings
 from kdsweep.train.augment import make_augment
-from kdsweep.train.device import make_optimizer, memory_format, mixed_precision
+from kdsweep.train.device import make_optimizer, memory_format, mixed_precision, resolve_auto
 from kdsweep.train.features import FeatureTap
 
 # schedule(base, epoch, epochs) -> value in force during that epoch
@@ -252,8 +252,9 @@ def fit(
     :param poll: called after each step; it may raise to stop training at once (e.g. a
         pruning verdict that reached a trainer process during the epoch).
     """
-    settings, loss, lr_schedule = recipe.settings, recipe.loss, recipe.lr_schedule
+    loss, lr_schedule = recipe.loss, recipe.lr_schedule
     models = [models] if isinstance(models, nn.Module) else list(models)
+    settings = resolve_auto(recipe.settings, models, data.train_x[:1])
     teachers = teachers or Teachers()
     device = data.train_x.device
     augment = make_augment(settings.augment, settings.crop_padding, settings.seed + 1, device)

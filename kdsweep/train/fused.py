@@ -29,7 +29,7 @@ from torch.func import functional_call, vmap
 from kdsweep.plugin.types import DataSplits, LossBatch
 from kdsweep.study.settings import TrainSettings
 from kdsweep.train.augment import make_augment
-from kdsweep.train.device import make_optimizer, memory_format, mixed_precision
+from kdsweep.train.device import make_optimizer, memory_format, mixed_precision, resolve_auto
 from kdsweep.train.fit import (
     BoundSchedule,
     EpochCallback,
@@ -222,7 +222,7 @@ def fit_group(
     count = len(models)
     teachers = teachers or Teachers()
     device = data.train_x.device
-    first = settings[0]
+    first = resolve_auto(settings[0], models, data.train_x[:1])
     # One batch stream for all when every member draws the same one (same seed).
     shared = len({s.seed for s in settings}) == 1
     shared_stream = _Stream.of(first, device)

@@ -69,3 +69,25 @@ def test_startup_timings_run(tmp_path: Path) -> None:
     )
     rows = [line for line in finished.stdout.splitlines() if line.startswith("| kdsweep")]
     assert [row.split("|")[1].strip() for row in rows] == ["kdsweep --help", "kdsweep plugins"]
+
+
+def test_cpu_benchmarks_run_in_small_modes() -> None:
+    """The grouped-step and precision tables: a header, then one row per measured model."""
+    for script, options, measured in (
+        ("cpu_grouped_step.py", ["--widths", "2", "--groups", "2"], ["| 2 | 2 |"]),
+        (
+            "cpu_precision.py",
+            ["--widths", "4", "--groups", "2", "--threads", "1"],
+            ["| 1 | 4 | 1 |", "| 1 | 4 | 2 |"],  # threads, width, members
+        ),
+    ):
+        finished = subprocess.run(
+            [sys.executable, script, *options, "--steps", "2"],
+            cwd=ROOT / "bench",
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        rows = [line for line in finished.stdout.splitlines() if line.startswith("| ")]
+        assert [row[: len(measured[0])] for row in rows[2:]] == measured, finished.stdout

@@ -1,0 +1,78 @@
+"""Where does bf16 pay on a CPU with AMX units? One training step (forward, KD loss,
+backward, fused SGD) of the digits ``cnn`` at several widths, alone and as a grouped
+network of k members (what a fused group runs on the CPU), in fp32 (contiguous alone,
+channels_last grouped, as kdsweep runs them) and under bf16 autocast in channels_last,
+side by side in one run. Prints each model's matrix work per sample (the FLOPs that
+``precision = "auto"`` compares with ``AMX_MIN_FLOPS``), milliseconds per step both ways
+and the gain of bf16.
+
+    python bench/cpu_precision.py [--widths 4,8,12,16,24,32] [--groups 4,8] [--threads 1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import torch
+from cpu_grouped_step import BATCH, CLASSES, GroupedCnn, kd, per_step_ms
+from kdsweep_builtins.models import build_cnn
+from torch import nn
+
+from kdsweep.train.costs import matrix_flops_per_sample
+from kdsweep.train.device import AMX_MIN_FLOPS, cpu_has_amx
+
+
+def step_of(model: nn.Module, members: int, bf16: bool, layout: torch.memory_format) -> Callable:
+    """One training step of ``model`` on a fixed batch, under bf16 autocast or not."""
+    inputs = torch.randn(BATCH, 1, 8, 8).contiguous(memory_format=layout)
+    model = model.to(memory_format=layout)
+    labels = torch.randint(0, CLASSES, (BATCH,))
+    soft = torch.randn(BATCH, CLASSES)
+    t, alpha = torch.rand(members, 1, 1) * 10 + 1, torch.rand(members, 1)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True
+    )
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = kd(model(inputs), soft, labels, t, alpha)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--widths", default="4,8,12,16,24,32")
+    parser.add_argument("--groups", default="4,8")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args()
+    print(f"AMX: {cpu_has_amx()}; auto picks bf16 from {AMX_MIN_FLOPS / 1e6:.2f} MFLOPs/sample")
+    print("| threads | width | members | MFLOPs/sample | fp32 (ms) | bf16 (ms) | gain | auto |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    sample = torch.randn(1, 1, 8, 8)
+    for threads in map(int, args.threads.split(",")):
+        torch.set_num_threads(threads)
+        for width in map(int, args.widths.split(",")):
+            for k in [1, *map(int, args.groups.split(","))]:
+                torch.manual_seed(0)
+                alone = build_cnn(width, CLASSES, (1, 8, 8))
+                flops = k * matrix_flops_per_sample(alone, sample)
+                fp32_layout = torch.contiguous_format if k == 1 else torch.channels_last
+                models = [alone if k == 1 else GroupedCnn(k, width) for _ in range(2)]
+                fp32 = per_step_ms(step_of(models[0], k, False, fp32_layout), args.steps)
+                bf16 = per_step_ms(step_of(models[1], k, True, torch.channels_last), args.steps)
+                auto = "bf16" if cpu_has_amx() and flops >= AMX_MIN_FLOPS else "fp32"
+                print(
+                    f"| {threads} | {width} | {k} | {flops / 1e6:.2f} | {fp32:.2f} | {bf16:.2f} "
+                    f"| {fp32 / bf16:.2f}x | {auto} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

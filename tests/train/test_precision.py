@@ -1,0 +1,76 @@
+"""How ``precision`` and ``memory_format`` left at ``auto`` resolve for the models that
+train: bf16 in channels_last on a CPU with AMX for models with enough matrix work, fp32
+otherwise."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from kdsweep_builtins.datasets import load_digits
+from kdsweep_builtins.losses import cross_entropy_loss
+from kdsweep_builtins.models import build_cnn
+
+from kdsweep.study.settings import TrainSettings
+from kdsweep.train import costs, device, fit
+
+DATA = load_digits()
+SAMPLE = DATA.train_x[:1]
+AUTO = TrainSettings(epochs=1, batch_size=64)
+CPU_FLAGS = Path("/proc/cpuinfo")
+
+
+def _cnn(width: int) -> torch.nn.Module:
+    return build_cnn(width, 10, DATA.input_shape)
+
+
+def test_amx_is_reported_as_the_cpu_flags_say() -> None:
+    if not CPU_FLAGS.exists():
+        pytest.skip("no /proc/cpuinfo here")
+    assert device.cpu_has_amx() == ("amx_tile" in CPU_FLAGS.read_text().split())
+
+
+def test_matrix_flops_count_the_convolutions_and_the_head() -> None:
+    width = 4
+    expected = 2 * (64 * width * 9 + 64 * 2 * width * width * 9 + 16 * 4 * width * width * 9)
+    expected += 2 * 2 * width * 10  # the linear head
+    assert costs.matrix_flops_per_sample(_cnn(width), SAMPLE) == expected
+    assert costs.flops_per_sample(_cnn(width), SAMPLE) == expected
+
+
+def test_auto_is_bf16_channels_last_for_wide_models_on_an_amx_cpu() -> None:
+    if not device.cpu_has_amx():
+        pytest.skip("this CPU has no AMX: auto stays fp32 (checked below)")
+    wide = device.resolve_auto(AUTO, [_cnn(32)], SAMPLE)
+    assert (wide.precision, wide.memory_format) == ("bf16", "channels_last")
+    narrow = [_cnn(4)]
+    assert device.resolve_auto(AUTO, narrow, SAMPLE) == AUTO  # per-operator bound: fp32
+    group = [_cnn(8) for _ in range(8)]  # trained together: their work adds up
+    assert device.resolve_auto(AUTO, group, SAMPLE).precision == "bf16"
+
+
+def test_auto_stays_fp32_without_amx_and_explicit_choices_stand() -> None:
+    wide = [_cnn(32)]
+    if not device.cpu_has_amx():
+        assert device.resolve_auto(AUTO, wide, SAMPLE) == AUTO
+    pinned = dataclasses.replace(AUTO, precision="fp32", memory_format="contiguous")
+    assert device.resolve_auto(pinned, wide, SAMPLE) == pinned
+    half = dataclasses.replace(AUTO, precision="fp32")
+    resolved = device.resolve_auto(half, wide, SAMPLE)
+    assert resolved.precision == "fp32"
+    assert resolved.memory_format == ("channels_last" if device.cpu_has_amx() else "auto")
+
+
+def test_a_wide_model_trained_under_auto_learns_as_in_fp32() -> None:
+    """The teacher-sized cnn, 3 epochs under ``auto`` (bf16 on an AMX CPU) and in fp32:
+    both learn the digits, within a few points of each other."""
+    accuracies = []
+    for precision in ("auto", "fp32"):
+        model = fit.build_seeded(lambda: _cnn(32), 0, torch.device("cpu"))
+        settings = TrainSettings(epochs=3, batch_size=64, lr=0.05, precision=precision)
+        recipe = fit.Recipe(settings, fit.TrainingLoss.of(cross_entropy_loss))
+        accuracies.append(fit.fit(model, DATA, recipe).val_accuracy)
+    assert min(accuracies) > 0.9
+    assert abs(accuracies[0] - accuracies[1]) < 0.03
