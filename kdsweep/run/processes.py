@@ -36,6 +36,7 @@ import torch
 
 from kdsweep.study.load import load_study
 from kdsweep.study.settings import TrialSettings
+from kdsweep.timeline import phase
 from kdsweep.train.cache import ModelCache
 from kdsweep.train.fit import EpochCallback, EpochReport, FitResult
 from kdsweep.train.references import ModelRecord
@@ -304,13 +305,8 @@ def _child_main(
         members = 1 if isinstance(settings, BaselineJob) else len(settings)
         callbacks = [_relay(inbox, ticket, member) for member in range(members)]
         try:
-            if isinstance(settings, BaselineJob):
-                outcomes = [_baseline(trainer, settings, callbacks[0])]
-            elif len(settings) == 1:
-                poll = _verdict_check(inbox, ticket, 0)
-                outcomes: list[Outcome] = [trainer.run_trial(settings[0], callbacks[0], poll)]
-            else:
-                outcomes = trainer.run_group(settings, callbacks)
+            with phase("trainer busy"):
+                outcomes = _train(trainer, settings, callbacks, _verdict_check(inbox, ticket, 0))
         except KeyboardInterrupt as exc:
             outcomes = [RuntimeError(f"interrupted: {exc}")] * members
         except Exception as exc:
@@ -318,8 +314,18 @@ def _child_main(
         connection.send(("done", ticket, [_picklable(outcome) for outcome in outcomes]))
 
 
-def _baseline(trainer: StudyTrainer, job: BaselineJob, on_epoch: EpochCallback) -> ModelRecord:
-    return trainer.baseline(job.width, on_epoch, job.seed)
+def _train(
+    trainer: StudyTrainer,
+    work: Work,
+    callbacks: Sequence[EpochCallback],
+    poll: Callable[[], None],
+) -> list[Outcome]:
+    """Each member's outcome of one piece of work (``poll``: the first member's verdicts)."""
+    if isinstance(work, BaselineJob):
+        return [trainer.baseline(work.width, callbacks[0], work.seed)]
+    if len(work) == 1:
+        return [trainer.run_trial(work[0], callbacks[0], poll)]
+    return trainer.run_group(work, callbacks)
 
 
 def _relay(inbox: _Inbox, ticket: int, member: int) -> EpochCallback:

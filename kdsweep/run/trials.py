@@ -9,6 +9,7 @@ import os
 import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -38,6 +39,7 @@ from kdsweep.train.trainer import StudyTrainer
 Result = FitResult | Exception
 COMPONENTS_ATTR = "components"  # the Optuna trial's components: name, plugin, version
 Metrics = dict[str, float]
+T = TypeVar("T")
 
 
 @dataclass
@@ -106,7 +108,8 @@ class TrialRuns:
     def group(self, handles: Sequence[TrialHandle]) -> list[Metrics | Exception]:
         """Train the trials as fused groups of those that share an architecture (a retried
         trial may not), each trial logged as if it had run alone."""
-        trials, parts = self._open_parts(handles)
+        parts = [self._open_part(part) for part in self._parts(handles)]
+        trials = _in_order(handles, parts)
         outcomes: dict[int, Result] = {}
         try:
             for part in parts:
@@ -117,53 +120,57 @@ class TrialRuns:
         return self._close_all(trials, outcomes)
 
     def launch(self, handles: Sequence[TrialHandle]) -> Callable[[], list[Metrics | Exception]]:
-        """Open the trials' runs and send them (as fused groups when there are several) to
-        this thread's trainer process, which trains them after the work it already has;
-        returns what waits for them and closes their runs."""
+        """Send the trials (as fused groups when there are several) to this thread's
+        trainer process, which trains them after the work it already has, and open their
+        runs meanwhile; returns what waits for them and closes their runs."""
         assert self.pool is not None
         trainer = self.pool.current()
-        trials, parts = self._open_parts(handles)
+        opened: dict[int, _OpenTrial] = {}  # the callbacks run in wait(), once all are open
+
+        def relay(number: int) -> Callable[[EpochReport], None]:
+            return lambda report: opened[number].on_epoch(report)
+
+        waiting = self._parts(handles)
         tickets = [
-            trainer.submit([t.settings for t in part], [t.on_epoch for t in part]) for part in parts
+            trainer.submit(
+                [self.study.resolve(h.params) for h in part], [relay(h.number) for h in part]
+            )
+            for part in waiting
         ]
+        parts = [self._open_part(part) for part in waiting]
+        trials = _in_order(handles, parts)
+        opened.update((trial.handle.number, trial) for trial in trials)
 
         def wait() -> list[Metrics | Exception]:
-            outcomes: dict[int, Result] = {}
+            closed: dict[int, Metrics | Exception] = {}
             try:
                 for part, ticket in zip(parts, tickets, strict=True):
                     try:
                         results: list[Result] = trainer.wait(ticket)
                     except TrainerDied as exc:
                         results = [exc] * len(part)
-                    outcomes.update(_numbered(part, results))
+                    # Closed (logged) while the trainer trains the next part.
+                    ended = self._close_all(part, dict(_numbered(part, results)))
+                    closed.update(_numbered(part, ended))
             except KeyboardInterrupt:
-                self._interrupted(trials)
+                self._interrupted([t for t in trials if t.handle.number not in closed])
                 raise
-            return self._close_all(trials, outcomes)
+            return [closed[t.handle.number] for t in trials]
 
         return wait
 
-    def _open_parts(
-        self, handles: Sequence[TrialHandle]
-    ) -> tuple[list[_OpenTrial], list[list[_OpenTrial]]]:
-        """The trials' open runs, and the same trials in parts that share a fusion key."""
-        keys = [fusion_key(self.study.resolve(handle.params)) for handle in handles]
-        members: dict[tuple, list[int]] = {}
-        for handle, key in zip(handles, keys, strict=True):
-            members.setdefault(key, []).append(handle.number)
-        trials = [
-            self._open(
-                handle,
-                {tags.FUSED_WITH: ",".join(map(str, members[key]))}
-                if len(members[key]) > 1
-                else {},
-            )
-            for handle, key in zip(handles, keys, strict=True)
-        ]
-        parts: dict[tuple, list[_OpenTrial]] = {}
-        for trial, key in zip(trials, keys, strict=True):
-            parts.setdefault(key, []).append(trial)
-        return trials, list(parts.values())
+    def _parts(self, handles: Sequence[TrialHandle]) -> list[list[TrialHandle]]:
+        """The trials in parts that share a fusion key."""
+        parts: dict[tuple, list[TrialHandle]] = {}
+        for handle in handles:
+            parts.setdefault(fusion_key(self.study.resolve(handle.params)), []).append(handle)
+        return list(parts.values())
+
+    def _open_part(self, part: Sequence[TrialHandle]) -> list[_OpenTrial]:
+        """The runs of a part's trials, opened (tagged with the part's other trials)."""
+        numbers = ",".join(str(handle.number) for handle in part)
+        fused = {tags.FUSED_WITH: numbers} if len(part) > 1 else {}
+        return [self._open(handle, fused) for handle in part]
 
     def _close_all(
         self, trials: Sequence[_OpenTrial], outcomes: Mapping[int, Result]
@@ -229,6 +236,7 @@ class TrialRuns:
         expects it (pruned, or failed with its reason)."""
         run_id, settings = trial.run_id, trial.settings
         self.display.run_ended(trial.bar)
+        trial.handle.save()  # now, while the next trials train, not when all have ended
         if isinstance(outcome, Exception):  # the training time it took before it ended
             trial.handle.trial.set_user_attr("train_time_s", trial.train_time_s)
         if isinstance(outcome, TrialPruned | DivergedError):
@@ -290,7 +298,14 @@ class TrialRuns:
         return metrics
 
 
-def _numbered(
-    part: Sequence[_OpenTrial], results: Sequence[Result]
-) -> Iterator[tuple[int, Result]]:
+def _in_order(
+    handles: Sequence[TrialHandle], parts: Sequence[Sequence[_OpenTrial]]
+) -> list[_OpenTrial]:
+    """The parts' trials in the order of ``handles``."""
+    by_number = {trial.handle.number: trial for part in parts for trial in part}
+    return [by_number[handle.number] for handle in handles]
+
+
+def _numbered(part: Sequence[_OpenTrial], results: Sequence[T]) -> Iterator[tuple[int, T]]:
+    """Each trial's number with its result (in the part's order)."""
     return zip((t.handle.number for t in part), results, strict=True)

@@ -37,6 +37,7 @@ class TrialHandle:
     _pruning: WidthPruning | None = None
     _saved_at: float | None = None
     _saved_steps: set[int] = field(default_factory=set)  # intermediate values stored
+    _saved_count: int = 0  # epoch values as of the last save
     _multi_objective: bool | None = None
 
     @property
@@ -67,8 +68,12 @@ class TrialHandle:
 
     def save(self) -> None:
         """Write the per-epoch values that :meth:`report` kept in memory, and (in a
-        single-objective study) the ones not stored yet as Optuna intermediate values."""
-        if self.epoch_values and not reads_running_trials(self.pruner):
+        single-objective study) the ones not stored yet as Optuna intermediate values;
+        nothing when none came since the last save."""
+        if len(self.epoch_values) == self._saved_count:
+            return
+        self._saved_count = len(self.epoch_values)
+        if not reads_running_trials(self.pruner):
             self.trial.set_user_attr(EPOCH_VALUES, self.epoch_values)
         if self._multi_objective is None:  # a storage read: once per trial
             self._multi_objective = len(self.trial.study.directions) > 1
