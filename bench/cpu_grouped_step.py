@@ -70,8 +70,10 @@ def kd(logits: torch.Tensor, soft: torch.Tensor, labels: torch.Tensor, t, alpha)
     return (alpha.view(-1) * kl).sum() + ce
 
 
-def step_of(model: nn.Module, inputs: torch.Tensor, members: int) -> Callable[[], None]:
-    """One training step of ``model`` on a fixed batch."""
+def step_of(
+    model: nn.Module, inputs: torch.Tensor, members: int, bf16: bool = False
+) -> Callable[[], None]:
+    """One training step of ``model`` on a fixed batch (under bf16 autocast with ``bf16``)."""
     labels = torch.randint(0, CLASSES, (BATCH,))
     soft = torch.randn(BATCH, CLASSES)
     t, alpha = torch.rand(members, 1, 1) * 10 + 1, torch.rand(members, 1)
@@ -80,7 +82,8 @@ def step_of(model: nn.Module, inputs: torch.Tensor, members: int) -> Callable[[]
     )
 
     def step() -> None:
-        loss = kd(model(inputs), soft, labels, t, alpha)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = kd(model(inputs), soft, labels, t, alpha)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

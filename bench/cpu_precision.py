@@ -15,7 +15,7 @@ import argparse
 from collections.abc import Callable
 
 import torch
-from cpu_grouped_step import BATCH, CLASSES, GroupedCnn, kd, per_step_ms
+from cpu_grouped_step import BATCH, CLASSES, GroupedCnn, per_step_ms, step_of
 from kdsweep_builtins.models import build_cnn
 from torch import nn
 
@@ -23,25 +23,10 @@ from kdsweep.train.costs import matrix_flops_per_sample
 from kdsweep.train.device import AMX_MIN_FLOPS, cpu_has_amx
 
 
-def step_of(model: nn.Module, members: int, bf16: bool, layout: torch.memory_format) -> Callable:
-    """One training step of ``model`` on a fixed batch, under bf16 autocast or not."""
+def step_in(model: nn.Module, members: int, bf16: bool, layout: torch.memory_format) -> Callable:
+    """One training step of ``model`` in ``layout``, under bf16 autocast or not."""
     inputs = torch.randn(BATCH, 1, 8, 8).contiguous(memory_format=layout)
-    model = model.to(memory_format=layout)
-    labels = torch.randint(0, CLASSES, (BATCH,))
-    soft = torch.randn(BATCH, CLASSES)
-    t, alpha = torch.rand(members, 1, 1) * 10 + 1, torch.rand(members, 1)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True
-    )
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = kd(model(inputs), soft, labels, t, alpha)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
+    return step_of(model.to(memory_format=layout), inputs, members, bf16)
 
 
 def main() -> None:
@@ -64,8 +49,8 @@ def main() -> None:
                 flops = k * matrix_flops_per_sample(alone, sample)
                 fp32_layout = torch.contiguous_format if k == 1 else torch.channels_last
                 models = [alone if k == 1 else GroupedCnn(k, width) for _ in range(2)]
-                fp32 = per_step_ms(step_of(models[0], k, False, fp32_layout), args.steps)
-                bf16 = per_step_ms(step_of(models[1], k, True, torch.channels_last), args.steps)
+                fp32 = per_step_ms(step_in(models[0], k, False, fp32_layout), args.steps)
+                bf16 = per_step_ms(step_in(models[1], k, True, torch.channels_last), args.steps)
                 auto = "bf16" if cpu_has_amx() and flops >= AMX_MIN_FLOPS else "fp32"
                 print(
                     f"| {threads} | {width} | {k} | {flops / 1e6:.2f} | {fp32:.2f} | {bf16:.2f} "
