@@ -2,9 +2,9 @@
 backward, fused SGD) of the digits ``cnn`` at several widths, alone and as a grouped
 network of k members (what a fused group runs on the CPU), in fp32 (contiguous alone,
 channels_last grouped, as kdsweep runs them) and under bf16 autocast in channels_last,
-side by side in one run. Prints each model's matrix work per sample (the FLOPs that
-``precision = "auto"`` compares with ``AMX_MIN_FLOPS``), milliseconds per step both ways
-and the gain of bf16.
+side by side in one run. Prints each model's matrix work per sample (per member: the
+FLOPs that ``precision = "auto"`` compares with ``AMX_MIN_FLOPS``), milliseconds per
+step both ways, the gain of bf16 and what ``auto`` picks.
 
     python bench/cpu_precision.py [--widths 4,8,12,16,24,32] [--groups 4,8] [--threads 1,2]
 """
@@ -46,7 +46,7 @@ def main() -> None:
             for k in [1, *map(int, args.groups.split(","))]:
                 torch.manual_seed(0)
                 alone = build_cnn(width, CLASSES, (1, 8, 8))
-                flops = k * matrix_flops_per_sample(alone, sample)
+                flops = matrix_flops_per_sample(alone, sample)  # per member: what auto reads
                 fp32_layout = torch.contiguous_format if k == 1 else torch.channels_last
                 models = [alone if k == 1 else GroupedCnn(k, width) for _ in range(2)]
                 fp32 = per_step_ms(step_in(models[0], k, False, fp32_layout), args.steps)

@@ -36,8 +36,7 @@ class TrialHandle:
     interrupted: threading.Event | None = None  # set when another thread saw Ctrl-C
     _pruning: WidthPruning | None = None
     _saved_at: float | None = None
-    _saved_steps: set[int] = field(default_factory=set)  # intermediate values stored
-    _saved_count: int = 0  # epoch values as of the last save
+    _saved_count: int = 0  # epoch values stored by the last save
     _multi_objective: bool | None = None
 
     @property
@@ -70,7 +69,8 @@ class TrialHandle:
         """Write the per-epoch values that :meth:`report` kept in memory, and (in a
         single-objective study) the ones not stored yet as Optuna intermediate values;
         nothing when none came since the last save."""
-        if len(self.epoch_values) == self._saved_count:
+        new = list(self.epoch_values.items())[self._saved_count :]  # epochs come in order
+        if not new:
             return
         self._saved_count = len(self.epoch_values)
         if not reads_running_trials(self.pruner):
@@ -79,9 +79,7 @@ class TrialHandle:
             self._multi_objective = len(self.trial.study.directions) > 1
         if self._multi_objective:
             return  # see save_intermediate_values: TPE then fails on every pruned trial
-        new = {int(k): v for k, v in self.epoch_values.items() if int(k) not in self._saved_steps}
-        save_intermediate_values(self.trial, new)
-        self._saved_steps.update(new)
+        save_intermediate_values(self.trial, {int(step): value for step, value in new})
 
 
 def sample_params(trial: optuna.Trial, space: Sequence[Dimension]) -> dict[str, Any]:

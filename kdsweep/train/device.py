@@ -56,10 +56,10 @@ def make_optimizer(
     return OPTIMIZERS[kinds.pop()](param_groups, fused=fused)
 
 
-# Matrix work per sample (FLOPs of the convolutions and linear layers of one forward pass)
-# from which bf16 in channels_last beats fp32 on a CPU with AMX units: below it a step is
-# bound by per-operator costs, which bf16's casts add to. Measured with
-# bench/cpu_precision.py (docs/performance.md), alone and as fused groups.
+# Matrix work per sample of one model (FLOPs of the convolutions and linear layers of one
+# forward pass) from which bf16 in channels_last beats fp32 on a CPU with AMX units: below
+# it a step is bound by per-operator costs, which bf16's casts add to. Measured with
+# bench/cpu_precision.py (docs/performance.md).
 AMX_MIN_FLOPS = 0.75e6
 
 
@@ -73,16 +73,17 @@ def resolve_auto(
     settings: TrainSettings, models: Sequence[nn.Module], sample: torch.Tensor
 ) -> TrainSettings:
     """``settings`` with ``precision`` and ``memory_format`` left at ``auto`` made bf16 and
-    channels_last for models trained together on the CPU when the CPU has AMX and the
-    models do at least :data:`AMX_MIN_FLOPS` of matrix work per sample between them;
-    otherwise unchanged (``auto`` then means bf16 and channels_last on CUDA, fp32 and
-    contiguous on the CPU)."""
+    channels_last for models trained together on the CPU when the CPU has AMX and one of
+    them does at least :data:`AMX_MIN_FLOPS` of matrix work per sample; otherwise
+    unchanged (``auto`` then means bf16 and channels_last on CUDA, fp32 and contiguous on
+    the CPU). Per model, not summed over a fused group: a trial trains in the same
+    precision fused or alone."""
     auto = [name for name in ("precision", "memory_format") if getattr(settings, name) == "auto"]
     if not auto or sample.device.type != "cpu" or not cpu_has_amx():
         return settings
     from kdsweep.train.costs import matrix_flops_per_sample
 
-    if sum(matrix_flops_per_sample(model, sample) for model in models) < AMX_MIN_FLOPS:
+    if max(matrix_flops_per_sample(model, sample) for model in models) < AMX_MIN_FLOPS:
         return settings
     chosen = {"precision": "bf16", "memory_format": "channels_last"}
     return replace(settings, **{name: chosen[name] for name in auto})

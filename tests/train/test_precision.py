@@ -47,8 +47,9 @@ def test_auto_is_bf16_channels_last_for_wide_models_on_an_amx_cpu() -> None:
     assert (wide.precision, wide.memory_format) == ("bf16", "channels_last")
     narrow = [_cnn(4)]
     assert device.resolve_auto(AUTO, narrow, SAMPLE) == AUTO  # per-operator bound: fp32
-    group = [_cnn(8) for _ in range(8)]  # trained together: their work adds up
-    assert device.resolve_auto(AUTO, group, SAMPLE).precision == "bf16"
+    # A fused group trains as its members would alone: per model, not summed.
+    assert device.resolve_auto(AUTO, [_cnn(8) for _ in range(8)], SAMPLE) == AUTO
+    assert device.resolve_auto(AUTO, [_cnn(32) for _ in range(2)], SAMPLE).precision == "bf16"
 
 
 def test_auto_stays_fp32_without_amx_and_explicit_choices_stand() -> None:
