@@ -55,6 +55,8 @@ class GroupedModels:
         """Hold ``models``: per layer, each member's own module; BatchNorm statistics side
         by side (updated in place by each training pass)."""
         self.models = models
+        for model in models:  # grouped kernels are fast in channels_last, slow otherwise
+            model.to(memory_format=torch.channels_last)
         layers = plain_stack(models[0], _GROUPED) or []
         per_model = [dict(m.named_modules()) for m in models]
         self.layers = [(layer, [found[name] for found in per_model]) for name, layer in layers]

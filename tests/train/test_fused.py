@@ -22,6 +22,7 @@ from kdsweep.run.study_run import run_study
 from kdsweep.study.load import load_study
 from kdsweep.study.settings import TrainSettings
 from kdsweep.train import fit, fused
+from kdsweep.train.grouped import GroupedModels
 
 DATA = load_digits()
 CPU = torch.device("cpu")
@@ -193,6 +194,18 @@ def test_grouped_members_keep_their_own_trained_state() -> None:
         assert fit.accuracy(model, DATA.test_x, DATA.test_y) == result.test_accuracy
         norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
         assert norms and all(int(m.num_batches_tracked) == steps for m in norms)
+
+
+def test_a_grouped_network_runs_in_channels_last_whatever_its_members_layout() -> None:
+    """Grouped kernels are fast in channels_last only, and a one-channel input batch does
+    not say its layout (its strides fit both): the members' weights must say it."""
+    models = [build_cnn(4, 10, DATA.input_shape) for _ in range(3)]  # contiguous, as built
+    alone = torch.stack([model.eval()(DATA.val_x) for model in models])
+    grouped = GroupedModels(models)
+    convs = [m for model in models for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    grouped.train(False)
+    torch.testing.assert_close(grouped(DATA.val_x, shared=True), alone, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(
