@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from kdsweep.study.settings import TrainSettings
+from kdsweep.train.sgd import DEVICES as FUSED_SGD_DEVICES
+from kdsweep.train.sgd import FusedSGD
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -42,7 +44,7 @@ def optimizer_group(params: Iterable[nn.Parameter], settings: TrainSettings) -> 
 
 def make_optimizer(
     groups: Sequence[tuple[Iterable[nn.Parameter], TrainSettings]],
-) -> torch.optim.Optimizer:
+) -> torch.optim.Optimizer | FusedSGD:
     """One optimizer over several param groups, each with its own settings (lr, ...); all
     groups must name the same optimizer."""
     kinds = {settings.optimizer for _, settings in groups}
@@ -52,8 +54,11 @@ def make_optimizer(
     devices = {p.device.type for group in param_groups for p in group["params"]}
     # One fused kernel per step instead of a few per parameter (about a tenth of a small
     # model's step on the CPU); torch has them for floating-point params on CPU and CUDA.
-    fused = devices <= {"cpu", "cuda"}
-    return OPTIMIZERS[kinds.pop()](param_groups, fused=fused)
+    fused = devices <= set(FUSED_SGD_DEVICES)
+    kind = kinds.pop()
+    if kind == "sgd" and fused:
+        return FusedSGD(param_groups)
+    return OPTIMIZERS[kind](param_groups, fused=fused)
 
 
 # Matrix work per sample of one model (FLOPs of the convolutions and linear layers of one
