@@ -62,34 +62,33 @@ def make_optimizer(
 
 
 # Matrix work per sample of one model (FLOPs of the convolutions and linear layers of one
-# forward pass) from which bf16 in channels_last beats fp32 on a CPU with bf16 matrix
-# instructions: below it a step is bound by per-operator costs, which bf16's casts add to.
-# Measured with bench/cpu_precision.py on AMX and on AVX512-BF16 CPUs (docs/performance.md).
-BF16_MIN_FLOPS = 0.75e6
+# forward pass) from which bf16 in channels_last beats fp32 on a CPU with AMX units: below
+# it a step is bound by per-operator costs, which bf16's casts add to. Measured with
+# bench/cpu_precision.py (docs/performance.md).
+AMX_MIN_FLOPS = 0.75e6
 
 
-def cpu_has_bf16_matmul() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively: AMX tiles (Intel Sapphire Rapids
-    and later) or AVX512-BF16 dot products (Intel Cooper Lake, AMD Zen 4 and later)."""
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch 2.x, no public name
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (bf16 matrix units; Intel Sapphire Rapids and later)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch 2.x, no public name
+    return bool(probe and probe())
 
 
 def resolve_auto(
     settings: TrainSettings, models: Sequence[nn.Module], sample: torch.Tensor
 ) -> TrainSettings:
     """``settings`` with ``precision`` and ``memory_format`` left at ``auto`` made bf16 and
-    channels_last for models trained together on the CPU when the CPU has bf16 matrix
-    instructions and one of them does at least :data:`BF16_MIN_FLOPS` of matrix work per
-    sample; otherwise unchanged (``auto`` then means bf16 and channels_last on CUDA, fp32
-    and contiguous on the CPU). Per model, not summed over a fused group: a trial trains in the same
+    channels_last for models trained together on the CPU when the CPU has AMX and one of
+    them does at least :data:`AMX_MIN_FLOPS` of matrix work per sample; otherwise
+    unchanged (``auto`` then means bf16 and channels_last on CUDA, fp32 and contiguous on
+    the CPU). Per model, not summed over a fused group: a trial trains in the same
     precision fused or alone."""
     auto = [name for name in ("precision", "memory_format") if getattr(settings, name) == "auto"]
-    if not auto or sample.device.type != "cpu" or not cpu_has_bf16_matmul():
+    if not auto or sample.device.type != "cpu" or not cpu_has_amx():
         return settings
     from kdsweep.train.costs import matrix_flops_per_sample
 
-    if max(matrix_flops_per_sample(model, sample) for model in models) < BF16_MIN_FLOPS:
+    if max(matrix_flops_per_sample(model, sample) for model in models) < AMX_MIN_FLOPS:
         return settings
     chosen = {"precision": "bf16", "memory_format": "channels_last"}
     return replace(settings, **{name: chosen[name] for name in auto})

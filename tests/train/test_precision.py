@@ -1,6 +1,6 @@
 """How ``precision`` and ``memory_format`` left at ``auto`` resolve for the models that
-train: bf16 in channels_last on a CPU with bf16 matrix instructions (AMX or AVX512-BF16)
-for models with enough matrix work, fp32 otherwise."""
+train: bf16 in channels_last on a CPU with AMX for models with enough matrix work, fp32
+otherwise."""
 
 from __future__ import annotations
 
@@ -26,11 +26,10 @@ def _cnn(width: int) -> torch.nn.Module:
     return build_cnn(width, 10, DATA.input_shape)
 
 
-def test_bf16_matmul_is_reported_as_the_cpu_flags_say() -> None:
+def test_amx_is_reported_as_the_cpu_flags_say() -> None:
     if not CPU_FLAGS.exists():
         pytest.skip("no /proc/cpuinfo here")
-    flags = set(CPU_FLAGS.read_text().split())
-    assert device.cpu_has_bf16_matmul() == bool(flags & {"amx_tile", "avx512_bf16"})
+    assert device.cpu_has_amx() == ("amx_tile" in CPU_FLAGS.read_text().split())
 
 
 def test_matrix_flops_count_the_convolutions_and_the_head() -> None:
@@ -41,9 +40,9 @@ def test_matrix_flops_count_the_convolutions_and_the_head() -> None:
     assert costs.flops_per_sample(_cnn(width), SAMPLE) == expected
 
 
-def test_auto_is_bf16_channels_last_for_wide_models_on_a_bf16_cpu() -> None:
-    if not device.cpu_has_bf16_matmul():
-        pytest.skip("this CPU has no bf16 matrix instructions: auto stays fp32 (checked below)")
+def test_auto_is_bf16_channels_last_for_wide_models_on_an_amx_cpu() -> None:
+    if not device.cpu_has_amx():
+        pytest.skip("this CPU has no AMX: auto stays fp32 (checked below)")
     wide = device.resolve_auto(AUTO, [_cnn(32)], SAMPLE)
     assert (wide.precision, wide.memory_format) == ("bf16", "channels_last")
     narrow = [_cnn(4)]
@@ -53,21 +52,21 @@ def test_auto_is_bf16_channels_last_for_wide_models_on_a_bf16_cpu() -> None:
     assert device.resolve_auto(AUTO, [_cnn(32) for _ in range(2)], SAMPLE).precision == "bf16"
 
 
-def test_auto_stays_fp32_without_bf16_matmul_and_explicit_choices_stand() -> None:
+def test_auto_stays_fp32_without_amx_and_explicit_choices_stand() -> None:
     wide = [_cnn(32)]
-    if not device.cpu_has_bf16_matmul():
+    if not device.cpu_has_amx():
         assert device.resolve_auto(AUTO, wide, SAMPLE) == AUTO
     pinned = dataclasses.replace(AUTO, precision="fp32", memory_format="contiguous")
     assert device.resolve_auto(pinned, wide, SAMPLE) == pinned
     half = dataclasses.replace(AUTO, precision="fp32")
     resolved = device.resolve_auto(half, wide, SAMPLE)
     assert resolved.precision == "fp32"
-    assert resolved.memory_format == ("channels_last" if device.cpu_has_bf16_matmul() else "auto")
+    assert resolved.memory_format == ("channels_last" if device.cpu_has_amx() else "auto")
 
 
 def test_a_wide_model_trained_under_auto_learns_as_in_fp32() -> None:
-    """The teacher-sized cnn, 3 epochs under ``auto`` (bf16 on a CPU with bf16 matrix
-    instructions) and in fp32: both learn the digits, within a few points of each other."""
+    """The teacher-sized cnn, 3 epochs under ``auto`` (bf16 on an AMX CPU) and in fp32:
+    both learn the digits, within a few points of each other."""
     accuracies = []
     for precision in ("auto", "fp32"):
         model = fit.build_seeded(lambda: _cnn(32), 0, torch.device("cpu"))
