@@ -1,8 +1,8 @@
 """The students a study keeps: when a trial completes, its student is logged as an MLflow
-logged model if ``[study] keep`` keeps it against the trials complete by then (and made
-the registered champion when it is the best); at the end of the study, students that fell
-off (or whose trial did not complete after all) are deleted, and the champion alias is
-set to the best kept student.
+logged model if ``[study] keep`` keeps it against the trials complete by then and those
+closing with it (and made the registered champion when it is the best); at the end of
+the study, students that fell off (or whose trial did not complete after all) are
+deleted, and the champion alias is set to the best kept student.
 
 The weights come back from wherever the trial trained (this process, a trainer process)
 with its result, and are logged at once: no trial's weights outlive its closing.
@@ -11,7 +11,7 @@ with its result, and are logged at once: no trial's weights outlive its closing.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,26 @@ class StudentKeeper:
         self.study: Study = trainer.study
         self.policy = self.study.settings.keep
 
+    def scored(self, number: int, settings: TrialSettings, metrics: Mapping[str, float]) -> Scored:
+        """A trial that just completed, as the keep policy sees it."""
+        return Scored(
+            number,
+            tuple(float(metrics[goal.metric]) for goal in self.study.settings.objectives),
+            settings.student.width,
+            all(c.violation(metrics) <= 0 for c in self.study.settings.constraints),
+        )
+
+    def rivals(self, optuna_study: Any, closing: Sequence[Scored]) -> list[Scored]:
+        """What the students of trials closing together are weighed against: the study's
+        complete trials (one storage read, only when the policy decides) and the closing
+        trials themselves. Weighed together, only the best of a fused part (one width) is
+        logged, not each that beats the trials before it."""
+        if self.policy == "all" and not self.study.settings.register:
+            return list(closing)
+        numbers = {s.number for s in closing}
+        complete = scored_trials(optuna_study, self.study.width_of)
+        return [*(s for s in complete if s.number not in numbers), *closing]
+
     def keep(
         self,
         trial: Any,
@@ -49,31 +69,24 @@ class StudentKeeper:
         outcome: FitResult,
         metrics: Mapping[str, float],
         run_id: str,
+        rivals: Sequence[Scored] | None = None,
     ) -> StudentModel | None:
         """Log the student of a trial that just completed (``trial``: its Optuna trial,
-        not yet told) when the policy keeps it; ``None`` when it does not."""
+        not yet told) when the policy keeps it against ``rivals`` (default: the trials
+        complete by then, :meth:`rivals`); ``None`` when it does not."""
         if outcome.weights is None or self.policy == "none":
             return None
         goals = self.study.settings.objectives
-        candidate = Scored(
-            trial.number,
-            tuple(float(metrics[goal.metric]) for goal in goals),
-            settings.student.width,
-            all(c.violation(metrics) <= 0 for c in self.study.settings.constraints),
-        )
-        register = self.study.settings.register
-        others: list[Scored] = []
-        if self.policy != "all" or register:  # one storage read, only when it decides
-            others = [
-                s
-                for s in scored_trials(trial.study, self.study.width_of)
-                if s.number != trial.number
-            ]
-        if trial.number not in kept([*others, candidate], goals, self.policy):
+        candidate = self.scored(trial.number, settings, metrics)
+        if rivals is None:
+            rivals = self.rivals(trial.study, [candidate])
+        field = [s for s in rivals if s.number != trial.number] + [candidate]
+        if trial.number not in kept(field, goals, self.policy):
             return None
         student = self._log(trial.number, settings, outcome.weights, metrics, run_id)
         trial.set_user_attr(MODEL_ID_ATTR, student.model_id)
-        best = champion([*others, candidate], goals)
+        best = champion(field, goals)
+        register = self.study.settings.register
         if register and best is not None and best.number == trial.number:
             logged.register_champion(self.tracker, register, student)
         return student

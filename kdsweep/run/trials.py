@@ -26,6 +26,7 @@ from kdsweep.run.records import (
 )
 from kdsweep.run.references import Baselines
 from kdsweep.search import storage
+from kdsweep.search.keep import Scored
 from kdsweep.search.trial import TrialHandle, TrialPruned
 from kdsweep.study.settings import TrialSettings
 from kdsweep.study.study import Study
@@ -175,13 +176,31 @@ class TrialRuns:
     def _close_all(
         self, trials: Sequence[_OpenTrial], outcomes: Mapping[int, Result]
     ) -> list[Metrics | Exception]:
+        """Close trials that ended together; their students are weighed together."""
+        rivals = self._rivals(trials, outcomes)
         results: list[Metrics | Exception] = []
         for trial in trials:
             try:
-                results.append(self._close(trial, outcomes[trial.handle.number]))
+                results.append(self._close(trial, outcomes[trial.handle.number], rivals))
             except Exception as exc:
                 results.append(exc)
         return results
+
+    def _rivals(
+        self, trials: Sequence[_OpenTrial], outcomes: Mapping[int, Result]
+    ) -> list[Scored] | None:
+        """What the students of trials closing together are weighed against (``None``:
+        nothing is kept, or a single trial weighs itself on closing)."""
+        completed = [t for t in trials if isinstance(outcomes[t.handle.number], FitResult)]
+        if self.keeper is None or len(completed) < 2:
+            return None
+        closing = [
+            self.keeper.scored(
+                t.handle.number, t.settings, self._metrics(t.settings, outcomes[t.handle.number])
+            )
+            for t in completed
+        ]
+        return self.keeper.rivals(completed[0].handle.trial.study, closing)
 
     def _fused(self, part: list[_OpenTrial]) -> list[Result]:
         if len(part) == 1:
@@ -231,9 +250,12 @@ class TrialRuns:
             self.display.run_ended(trial.bar)
             self.tracker.end_run(trial.run_id, "KILLED", tags=tags.ended("FAIL", "interrupted"))
 
-    def _close(self, trial: _OpenTrial, outcome: Result) -> Metrics:
-        """Log the outcome and end the run; an exception is re-raised as the search layer
-        expects it (pruned, or failed with its reason)."""
+    def _close(
+        self, trial: _OpenTrial, outcome: Result, rivals: Sequence[Scored] | None = None
+    ) -> Metrics:
+        """Log the outcome and end the run (its student weighed against ``rivals``, see
+        :meth:`StudentKeeper.keep`); an exception is re-raised as the search layer expects
+        it (pruned, or failed with its reason)."""
         run_id, settings = trial.run_id, trial.settings
         self.display.run_ended(trial.bar)
         trial.handle.save()  # now, while the next trials train, not when all have ended
@@ -257,7 +279,7 @@ class TrialRuns:
             self.tracker.end_run(run_id, "FAILED", tags=tags.ended("FAIL", reason))
             raise outcome
         metrics = self._metrics(settings, outcome)
-        student = self._keep(trial, outcome, metrics)
+        student = self._keep(trial, outcome, metrics, rivals)
         fault_point("before_run_end")  # trained, neither store told yet
         end_tags = tags.ended("COMPLETE")
         if student is not None:
@@ -269,14 +291,20 @@ class TrialRuns:
         trial.handle.trial.set_user_attr("metrics", metrics)
         return metrics
 
-    def _keep(self, trial: _OpenTrial, outcome: FitResult, metrics: Metrics) -> StudentModel | None:
+    def _keep(
+        self,
+        trial: _OpenTrial,
+        outcome: FitResult,
+        metrics: Metrics,
+        rivals: Sequence[Scored] | None,
+    ) -> StudentModel | None:
         """The trial's student logged, if the study keeps it; a student that cannot be
         stored fails its trial (the study promised to keep it)."""
         if self.keeper is None:
             return None
         try:
             return self.keeper.keep(
-                trial.handle.trial, trial.settings, outcome, metrics, trial.run_id
+                trial.handle.trial, trial.settings, outcome, metrics, trial.run_id, rivals
             )
         except Exception as exc:
             reason = f"could not keep the student: {type(exc).__name__}: {exc}"

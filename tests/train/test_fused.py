@@ -168,6 +168,15 @@ def test_a_fused_study_tells_and_logs_every_trial_alone(
         history = client.get_metric_history(run.info.run_id, "epoch/val_accuracy")
         assert [m.step for m in history] == [0, 1]
         assert run.data.metrics["train_time_s"] > 0
+    # A part's students are weighed together on closing: with one objective only its best
+    # can be kept (the best of its width), so at most one of each part was ever logged.
+    parts = {
+        run.data.tags.get("kdsweep.fused_with", run.data.tags["kdsweep.trial_number"])
+        for run in runs
+    }
+    for part in parts:
+        logged = [n for n in part.split(",") if "model_id" in by_number[int(n)].user_attrs]
+        assert len(logged) <= 1, part
 
 
 def test_fuse_refuses_losses_that_cannot_fuse_and_auto_falls_back(
