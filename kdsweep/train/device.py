@@ -62,11 +62,10 @@ def make_optimizer(
 
 
 # Matrix work per sample of one model (FLOPs of the convolutions and linear layers of one
-# forward pass) from which channels_last beats a contiguous layout on the CPU, and bf16
-# beats fp32 on a CPU with AMX units: below it a step is bound by per-operator costs,
-# which layout changes and bf16's casts add to. Measured with bench/cpu_precision.py
-# (docs/performance.md).
-WIDE_MODEL_FLOPS = 0.75e6
+# forward pass) from which bf16 in channels_last beats fp32 on a CPU with AMX units: below
+# it a step is bound by per-operator costs, which bf16's casts add to. Measured with
+# bench/cpu_precision.py (docs/performance.md).
+AMX_MIN_FLOPS = 0.75e6
 
 
 def cpu_has_amx() -> bool:
@@ -78,22 +77,20 @@ def cpu_has_amx() -> bool:
 def resolve_auto(
     settings: TrainSettings, models: Sequence[nn.Module], sample: torch.Tensor
 ) -> TrainSettings:
-    """``settings`` with ``memory_format`` left at ``auto`` made channels_last, and
-    ``precision`` left at ``auto`` made bf16 on a CPU with AMX (else fp32), for models
-    trained together on the CPU when one of them does at least :data:`WIDE_MODEL_FLOPS`
-    of matrix work per sample; otherwise unchanged (``auto`` then means bf16 and
-    channels_last on CUDA, fp32 and contiguous on the CPU). Per model, not summed over a
-    fused group: a trial trains in the same precision fused or alone. (bf16 without AMX,
-    on AVX512-BF16 CPUs, is left out: torch 2.14's bf16 convolution backward corrupted
-    the heap there.)"""
+    """``settings`` with ``precision`` and ``memory_format`` left at ``auto`` made bf16 and
+    channels_last for models trained together on the CPU when the CPU has AMX and one of
+    them does at least :data:`AMX_MIN_FLOPS` of matrix work per sample; otherwise
+    unchanged (``auto`` then means bf16 and channels_last on CUDA, fp32 and contiguous on
+    the CPU). Per model, not summed over a fused group: a trial trains in the same
+    precision fused or alone."""
     auto = [name for name in ("precision", "memory_format") if getattr(settings, name) == "auto"]
-    if not auto or sample.device.type != "cpu":
+    if not auto or sample.device.type != "cpu" or not cpu_has_amx():
         return settings
     from kdsweep.train.costs import matrix_flops_per_sample
 
-    if max(matrix_flops_per_sample(model, sample) for model in models) < WIDE_MODEL_FLOPS:
+    if max(matrix_flops_per_sample(model, sample) for model in models) < AMX_MIN_FLOPS:
         return settings
-    chosen = {"precision": "bf16" if cpu_has_amx() else "fp32", "memory_format": "channels_last"}
+    chosen = {"precision": "bf16", "memory_format": "channels_last"}
     return replace(settings, **{name: chosen[name] for name in auto})
 
 
