@@ -64,7 +64,9 @@ def make_optimizer(
 # Matrix work per sample of one model (FLOPs of the convolutions and linear layers of one
 # forward pass) from which bf16 in channels_last beats fp32 on a CPU with AMX units: below
 # it a step is bound by per-operator costs, which bf16's casts add to. Measured with
-# bench/cpu_precision.py (docs/performance.md).
+# bench/cpu_precision.py (docs/performance.md). Not on other CPUs: bf16 (AVX512-BF16) and
+# fp32 channels_last were faster there too, but torch 2.14's oneDNN convolution backward
+# corrupted the heap on an AVX512 CPU in channels_last (docs/performance.md).
 AMX_MIN_FLOPS = 0.75e6
 
 
