@@ -76,6 +76,7 @@ class Component:
     training: Training = Training.STANDARD
     default: bool = False  # offered as its kind's default
     ranges: Mapping[str, Range] = field(default_factory=dict)  # numeric param -> allowed
+    batched: Callable[..., Any] | None = None  # a loss's form for k students at once
 
     def load(self) -> Callable[..., Any]:
         """The plugin's callable: the object it registered, or the one its
@@ -160,6 +161,7 @@ class Registry:
         training: str = "standard",
         description: str = "",
         default: bool = False,
+        batched: LossFn | None = None,
     ) -> None:
         """Register a training loss: ``loss(batch: LossBatch, **params) -> scalar tensor``.
 
@@ -177,6 +179,11 @@ class Registry:
             ``peers`` param); ``"generations"`` trains ``generations`` students in turn,
             each distilling from the one before (declare a ``generations`` param).
         :param default: the loss a study uses when its ``[loss]`` names none.
+        :param batched: optional, the same loss for k students at once, which fused trials
+            then use instead of k calls: ``batched(batch, **params) -> tensor of shape
+            (k,)``, where ``batch.student_logits`` is ``(k, batch, classes)`` (targets and
+            teacher logits as for ``loss``) and each param is a tensor of shape ``(k,)``,
+            one value per student; element i must equal ``loss`` on student i.
         """
         params = dict(params or {})
         layers = dict(layers or {})
@@ -211,6 +218,7 @@ class Registry:
                 layers=layers,
                 training=mode,
                 default=default,
+                batched=batched,
             ),
             ranges,
         )

@@ -47,6 +47,8 @@ class LossTerm:
     params: Mapping[str, Any] = field(default_factory=dict)
     weight: float = 1.0
     schedules: Mapping[str, BoundSchedule] = field(default_factory=dict)
+    # The loss of k students at once, for fused trials: see Registry.add_loss(batched=...).
+    batched: Callable[..., torch.Tensor] | None = None
 
     def at(self, epoch: int, epochs: int) -> TermState:
         """The weight and params in force during ``epoch``: scheduled ones moved."""
@@ -75,9 +77,14 @@ class TrainingLoss:
     modules: tuple[nn.Module, ...] = ()
 
     @classmethod
-    def of(cls, fn: Callable[..., torch.Tensor], **params: Any) -> TrainingLoss:
-        """A single unscheduled loss."""
-        return cls((LossTerm(fn, params),))
+    def of(
+        cls,
+        fn: Callable[..., torch.Tensor],
+        batched: Callable[..., torch.Tensor] | None = None,
+        **params: Any,
+    ) -> TrainingLoss:
+        """A single unscheduled loss (with its batched form, if any)."""
+        return cls((LossTerm(fn, params, batched=batched),))
 
 
 @dataclass(frozen=True)

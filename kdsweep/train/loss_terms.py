@@ -113,7 +113,10 @@ def build_training_loss(
             loss = CheckedLoss(component, module, role)
         else:
             loss = CheckedLoss(component, component.load(), role)
-        built_terms.append(LossTerm(loss, choice.params, choice.weight, schedules[position]))
+        batched = component.batched and _reporting_errors(component, component.batched)
+        built_terms.append(
+            LossTerm(loss, choice.params, choice.weight, schedules[position], batched)
+        )
     return TrainingLoss(
         terms=tuple(built_terms),
         student_layers=captured_layers(terms, "student"),

@@ -48,6 +48,23 @@ def kd_loss(batch: LossBatch, temperature: float = 4.0, alpha: float = 0.9) -> t
     return alpha * soft + (1.0 - alpha) * hard
 
 
+def kd_loss_batched(
+    batch: LossBatch, temperature: torch.Tensor, alpha: torch.Tensor
+) -> torch.Tensor:
+    """:func:`kd_loss` of k students at once: logits ``(k, batch, classes)``, one
+    temperature and alpha per student (``(k,)``); the k losses."""
+    scale = temperature.view(-1, 1, 1)
+    student_log_probs = F.log_softmax(batch.student_logits / scale, dim=2)
+    teacher_log_probs = F.log_softmax(batch.teacher_logits / scale, dim=2)
+    kl = F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="none")
+    soft = kl.sum(dim=2).mean(dim=1) * temperature * temperature
+    students, size = batch.student_logits.shape[:2]
+    hard = F.cross_entropy(
+        batch.student_logits.transpose(1, 2), batch.targets.expand(students, size), reduction="none"
+    ).mean(dim=1)
+    return alpha * soft + (1.0 - alpha) * hard
+
+
 def hard_kd_loss(batch: LossBatch, alpha: float = 0.5) -> torch.Tensor:
     """Hard-label KD: alpha · CE(student, teacher argmax) + (1 - alpha) · CE(student, labels)."""
     teacher_labels = batch.teacher_logits.argmax(dim=1)
@@ -138,6 +155,7 @@ def kdsweep_register_losses(registry: Registry) -> None:
         params={"temperature": 4.0, "alpha": 0.9},
         ranges=RESPONSE_RANGES,
         default=True,
+        batched=kd_loss_batched,
     )
     registry.add_loss("hard_kd", hard_kd_loss, params={"alpha": 0.5}, ranges={"alpha": WEIGHT})
     registry.add_loss(

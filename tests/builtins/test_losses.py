@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from kdsweep_builtins.losses import cross_entropy_loss, kd_loss, soft_target_kl
+from kdsweep_builtins.losses import cross_entropy_loss, kd_loss, kd_loss_batched, soft_target_kl
 
 from kdsweep.plugin import LossBatch
 
@@ -75,3 +75,27 @@ def test_kd_gradient_matches_closed_form() -> None:
 
 def _approx(value: float):
     return pytest.approx(value, rel=1e-9, abs=1e-12)
+
+
+def test_batched_kd_gives_each_students_kd_and_gradient() -> None:
+    """The form fused trials use: k students at once, each with its own temperature and
+    alpha, equal (value and gradient) to ``kd_loss`` on each student alone."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 16, 10, generator=generator, dtype=torch.float64)
+    teacher = torch.randn(16, 10, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, 10, (16,), generator=generator)
+    temperatures, alphas = [1.0, 2.5, 4.0, 17.0], [0.0, 0.3, 0.9, 1.0]
+    together = logits.clone().requires_grad_()
+    losses = kd_loss_batched(
+        LossBatch(together, targets, teacher),
+        temperature=torch.tensor(temperatures, dtype=torch.float64),
+        alpha=torch.tensor(alphas, dtype=torch.float64),
+    )
+    assert losses.shape == (4,)
+    losses.sum().backward()
+    for k, (temperature, alpha) in enumerate(zip(temperatures, alphas, strict=True)):
+        alone = logits[k].clone().requires_grad_()
+        loss = kd_loss(LossBatch(alone, targets, teacher), temperature=temperature, alpha=alpha)
+        loss.backward()
+        torch.testing.assert_close(losses[k], loss, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(together.grad[k], alone.grad, rtol=1e-12, atol=1e-12)

@@ -10,13 +10,13 @@ import optuna
 import pytest
 import torch
 from kdsweep_builtins.datasets import load_digits
-from kdsweep_builtins.losses import kd_loss
+from kdsweep_builtins.losses import kd_loss, kd_loss_batched
 from kdsweep_builtins.models import build_cnn
 from mlflow import MlflowClient
 from recorded import trial_runs
 
 from kdsweep.cli import main
-from kdsweep.errors import ConfigError
+from kdsweep.errors import ConfigError, PluginError
 from kdsweep.run.locations import RunOptions
 from kdsweep.run.study_run import run_study
 from kdsweep.study.load import load_study
@@ -47,10 +47,15 @@ def _ce(batch, **_):
 TEACHER = fit.Teachers(logits=(_teacher_logits(),))
 
 
-def _setup(member: dict, seed: int) -> tuple[torch.nn.Module, fit.Recipe]:
+def _setup(member: dict, seed: int, batched: bool = False) -> tuple[torch.nn.Module, fit.Recipe]:
     model = fit.build_seeded(lambda: build_cnn(4, 10, DATA.input_shape), seed, CPU)
     settings = TrainSettings(epochs=3, batch_size=128, lr=member["lr"], seed=seed)
-    loss = fit.TrainingLoss.of(kd_loss, temperature=member["temperature"], alpha=member["alpha"])
+    loss = fit.TrainingLoss.of(
+        kd_loss,
+        kd_loss_batched if batched else None,
+        temperature=member["temperature"],
+        alpha=member["alpha"],
+    )
     return model, fit.Recipe(settings, loss)
 
 
@@ -59,8 +64,9 @@ def _alone(member: dict, seed: int, on_epoch=None) -> fit.FitResult:
     return fit.fit(model, DATA, recipe, teachers=TEACHER, on_epoch=on_epoch)
 
 
-def _together(seeds: list[int], on_epochs=None, grouped: bool = True) -> list:
-    setups = [_setup(member, seed) for member, seed in zip(MEMBERS, seeds, strict=True)]
+def _together(seeds: list[int], on_epochs=None, grouped: bool = True, batched=False) -> list:
+    pairs = zip(MEMBERS, seeds, strict=True)
+    setups = [_setup(member, seed, batched) for member, seed in pairs]
     models, recipes = (list(column) for column in zip(*setups, strict=True))
     return fused.fit_group(
         models, DATA, recipes, teachers=TEACHER, on_epochs=on_epochs, grouped=grouped
@@ -71,11 +77,17 @@ def _recorder(reports: list):
     return lambda report: reports.append(report)
 
 
-@pytest.mark.parametrize("grouped", [True, False], ids=["grouped-layers", "vmap"])
+@pytest.mark.parametrize(
+    ("grouped", "batched"),
+    [(True, False), (False, False), (True, True)],
+    ids=["grouped-layers", "vmap", "grouped-batched-loss"],
+)
 @pytest.mark.parametrize("seeds", [[0, 0, 0], [0, 1, 2]], ids=["one-stream", "own-streams"])
-def test_a_fused_group_matches_its_trials_run_one_by_one(seeds: list[int], grouped: bool) -> None:
+def test_a_fused_group_matches_its_trials_run_one_by_one(
+    seeds: list[int], grouped: bool, batched: bool
+) -> None:
     fused_reports: list[list] = [[] for _ in MEMBERS]
-    together = _together(seeds, [_recorder(r) for r in fused_reports], grouped)
+    together = _together(seeds, [_recorder(r) for r in fused_reports], grouped, batched)
     for k, (member, seed) in enumerate(zip(MEMBERS, seeds, strict=True)):
         reports: list = []
         alone = _alone(member, seed, _recorder(reports))
@@ -87,6 +99,15 @@ def test_a_fused_group_matches_its_trials_run_one_by_one(seeds: list[int], group
         assert together[k].params == alone.params
     # The members really differ: the group did not train one model three times.
     assert len({round(r[-1].train_loss, 6) for r in fused_reports}) == 3
+
+
+def test_a_batched_loss_must_give_one_loss_per_student() -> None:
+    setups = [_setup(member, 0) for member in MEMBERS]
+    models, recipes = (list(column) for column in zip(*setups, strict=True))
+    scalar = fit.TrainingLoss.of(kd_loss, lambda batch, **params: batch.student_logits.sum())
+    recipes = [replace(recipe, loss=scalar) for recipe in recipes]
+    with pytest.raises(PluginError, match=r"returned shape \(\) for 3 students"):
+        fused.fit_group(models, DATA, recipes, teachers=TEACHER)
 
 
 def test_a_pruned_or_diverging_member_leaves_the_group_alone() -> None:
