@@ -65,15 +65,7 @@ class BaselineJob:
     seed: int
 
 
-@dataclass(frozen=True)
-class TeacherJob:
-    """Teacher ``number`` for a trainer process to train (or load from the cache)."""
-
-    number: int
-
-
-ReferenceJob = BaselineJob | TeacherJob
-Work = Sequence[TrialSettings] | ReferenceJob
+Work = Sequence[TrialSettings] | BaselineJob
 
 
 class TrainerDied(RuntimeError):
@@ -110,11 +102,11 @@ class TrainerProcess:
         self._submitted: dict[int, _Submitted] = {}
 
     def submit(self, work: Work, on_epochs: Sequence[EpochCallback | None]) -> int:
-        """Send a trial (one settings), a fused group, a baseline or a teacher to the child,
-        which trains it after what it already has; returns the ticket to :meth:`wait` on."""
+        """Send a trial (one settings), a fused group or a baseline to the child, which
+        trains it after what it already has; returns the ticket to :meth:`wait` on."""
         ticket = next(self._tickets)
         submitted = self._submitted[ticket] = _Submitted(list(on_epochs))
-        payload = work if isinstance(work, ReferenceJob) else list(work)
+        payload = work if isinstance(work, BaselineJob) else list(work)
         try:
             self.connection.send(("work", ticket, payload))
         except OSError:  # the child is gone: each member fails as it would while training
@@ -310,7 +302,7 @@ def _child_main(
     while (work := inbox.next_work()) is not None:
         _, ticket, settings = work
         inbox.forget_before(ticket)
-        members = 1 if isinstance(settings, ReferenceJob) else len(settings)
+        members = 1 if isinstance(settings, BaselineJob) else len(settings)
         callbacks = [_relay(inbox, ticket, member) for member in range(members)]
         try:
             with phase("trainer busy"):
@@ -331,8 +323,6 @@ def _train(
     """Each member's outcome of one piece of work (``poll``: the first member's verdicts)."""
     if isinstance(work, BaselineJob):
         return [trainer.baseline(work.width, callbacks[0], work.seed)]
-    if isinstance(work, TeacherJob):
-        return [trainer.teacher(work.number, callbacks[0])]
     if len(work) == 1:
         return [trainer.run_trial(work[0], callbacks[0], poll)]
     return trainer.run_group(work, callbacks)

@@ -1,5 +1,5 @@
-"""Runs a study end to end: plan (every check) -> teachers and baselines (while the stores
-open) -> the search loop over trials -> repeats -> summary.
+"""Runs a study end to end: plan (every check) -> teachers (while the stores open) ->
+baselines -> the search loop over trials -> repeats -> summary.
 
 The one module that ties the trainer, the search loop and the tracker together; each is
 used through its own layer.
@@ -20,14 +20,7 @@ from kdsweep.run.keep import StudentKeeper, finish_quietly
 from kdsweep.run.locations import RunOptions
 from kdsweep.run.overview import describe_study, show_runs
 from kdsweep.run.plan import Plan, prepare, shared_paths
-from kdsweep.run.processes import (
-    BaselineJob,
-    ReferenceJob,
-    TeacherJob,
-    TrainerPool,
-    TrainerSpec,
-    fork_is_safe,
-)
+from kdsweep.run.processes import BaselineJob, TrainerPool, TrainerSpec, fork_is_safe
 from kdsweep.run.reconcile import reconcile
 from kdsweep.run.references import (
     Baselines,
@@ -53,9 +46,9 @@ from kdsweep.train.references import ModelRecord
 
 
 def run_study(study: Study, options: RunOptions, display: Display | None = None) -> StudySummary:
-    """Prepare everything (all errors first), then train: the teachers and the baselines
-    (side by side in the trainer processes when there are several jobs, while a thread
-    opens the stores; else the teachers on every core here), then the trials."""
+    """Prepare everything (all errors first), then train: the teacher (on every core),
+    the baselines (side by side in the trainer processes when there are several jobs,
+    while a thread opens the stores), the trials."""
     display = display or Display()
     with phase("plan"):
         plan = prepare(study, options)
@@ -107,8 +100,7 @@ def _run(plan: Plan, options: RunOptions, stores: _Stores) -> StudySummary:
                 f"study [bold]{study.settings.name}[/] on {plan.device}: optuna "
                 f"{redact_url(locations.storage)}, mlflow {redact_url(locations.tracking_uri)}"
             )
-            here = plan.needs_teacher and not _references_ahead(plan)
-            trained = train_teachers(recorder) if here else []  # on every core
+            trained = train_teachers(recorder) if plan.needs_teacher else []  # every core
             with _trainer_processes(plan) as pool:  # forks: no other thread runs yet
                 stores.open()
                 teachers, baselines = _references(plan, recorder, pool, trained)
@@ -148,21 +140,15 @@ def _run(plan: Plan, options: RunOptions, stores: _Stores) -> StudySummary:
 def _references(
     plan: Plan, recorder: Recorder, pool: TrainerPool | None, teachers: list[TrainedTeacher]
 ) -> tuple[list[ModelRecord], Baselines | None]:
-    """Record the teachers (trained here already, or trained now in the trainer processes
-    beside the baselines) and train (or load) and record the baselines at the study's
-    seed, one per width: side by side in the trainer processes when there are some (while
-    the stores open and the students' FLOPs are counted here), else here."""
+    """Record the trained teachers and train (or load) and record the baselines at the
+    study's seed, one per width: side by side in the trainer processes when there are
+    some (while the stores open and the students' FLOPs are counted here), else here."""
     study, seed = plan.study, plan.trainer.base.train.seed
     widths = study.widths() if study.settings.baseline else []
-    jobs: list[ReferenceJob] = []
-    if plan.needs_teacher and not teachers:
-        jobs += [TeacherJob(number) for number in range(len(plan.trainer.base.teachers))]
-    jobs += [BaselineJob(width, seed) for width in widths]
+    jobs = [BaselineJob(width, seed) for width in widths]
     ahead = TrainedAhead(recorder, pool, jobs) if pool is not None and jobs else None
     for width in study.widths():
         plan.trainer.costs(study.resolve({"student.width": width}))
-    if ahead is not None and plan.needs_teacher and not teachers:
-        teachers = [ahead.take(job) for job in jobs if isinstance(job, TeacherJob)]
     records = record_teachers(recorder, teachers) if teachers else []
     if not study.settings.baseline:
         return records, None
@@ -190,36 +176,17 @@ def _search(plan: Plan, optuna_study: object, trials: TrialRuns, display: Displa
         )
 
 
-def _trainer_threads(plan: Plan) -> int:
-    """Intra-op threads of each trainer process: its share of the CPU cores."""
-    return max(1, len(os.sched_getaffinity(0)) // plan.loop.jobs)
-
-
-def _has_trainers(plan: Plan) -> bool:
-    """Whether this run trains in trainer processes (several jobs, no worker processes)."""
-    return plan.loop.jobs > 1 and plan.workers == 1
-
-
-def _references_ahead(plan: Plan) -> bool:
-    """Whether the teachers train in the trainer processes, beside the baselines: when
-    the trainers are forks of this process (one core each) and there are baselines to
-    train beside them. A teacher on one core there costs less in all than on every core
-    here, and the baselines do not wait for it."""
-    forks = _has_trainers(plan) and fork_is_safe(plan.device, _trainer_threads(plan))
-    return forks and plan.study.settings.baseline
-
-
 @contextmanager
 def _trainer_processes(plan: Plan) -> Iterator[TrainerPool | None]:
-    """With several jobs, the baselines and the trials (and the teachers, see
-    :func:`_references_ahead`) train in trainer processes, each with its share of the CPU
-    cores for its operations; this process keeps Optuna and MLflow. Started when no other
-    thread runs: they may be forks of this process, which then hold its data (and its
-    teachers, when they trained here) already."""
-    if not _has_trainers(plan):
+    """With several jobs, the baselines and the trials train in trainer processes, each
+    with its share of the CPU cores for its operations; this process keeps Optuna and
+    MLflow. Started when no other thread runs: they may be forks of this process, which
+    then hold its data and its teachers already."""
+    jobs = plan.loop.jobs
+    if jobs == 1 or plan.workers > 1:
         yield None
         return
-    jobs, threads = plan.loop.jobs, _trainer_threads(plan)
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
     study = plan.study
     spec = TrainerSpec(
         str(study.path), study.extra_plugins, str(plan.device), str(plan.locations.cache), threads
