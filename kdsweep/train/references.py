@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import torch
 from torch import nn
 
 from kdsweep.plugin.registry import Registry
@@ -143,6 +144,9 @@ class References:
                 return model, cached
             with phase(cache_kind.removesuffix("s")):  # "teacher" or "baseline"
                 metrics = self._fit(model, choice, train, on_epoch)
+            # As a model loaded from the cache is: its layout decides the last bits of its
+            # outputs, and the process that trained it must give the others' logits.
+            model.to(memory_format=torch.contiguous_format)
             self.cache.store(cache_kind, key, {"metrics": metrics}, model.state_dict())
         return model, ModelRecord(**metrics, key=key, cached=False)
 

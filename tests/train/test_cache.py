@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from kdsweep.study.load import load_study
 from kdsweep.train.cache import ModelCache
+from kdsweep.train.trainer import StudyTrainer
 
 
 def _entry(tmp_path: Path) -> tuple[ModelCache, Path]:
@@ -56,3 +58,21 @@ def test_a_corrupt_teacher_is_retrained_by_the_rerun(write_study, tmp_path) -> N
     assert f"kdsweep: warning: {teacher}: unusable cache entry" in again.stderr
     assert "Traceback" not in again.stderr
     assert torch.load(teacher, weights_only=True)  # trained again and stored
+
+
+def test_a_teacher_trained_here_gives_the_logits_of_one_loaded_from_the_cache(
+    write_study, tmp_path
+) -> None:
+    """Trials in the process that trained the teacher and in one that loaded it see the
+    same teacher logits, to the last bit (a wide teacher trains in channels_last)."""
+    path = write_study(n_trials=1, teacher={"width": 32, "epochs": 1})
+    study = load_study(path)
+    cache = ModelCache(tmp_path / "cache")
+    settings = study.resolve()
+    trained, loaded = (StudyTrainer(study, torch.device("cpu"), cache) for _ in range(2))
+    assert not trained.teacher().cached and loaded.teacher().cached
+    (here,), (there,) = (
+        trained.teacher_signal(settings).logits,
+        loaded.teacher_signal(settings).logits,
+    )
+    assert torch.equal(here, there)
