@@ -10,6 +10,9 @@ with the same seed (within float tolerance: batched kernels round differently). 
 CPU, students that are plain stacks of layers run as one grouped network instead
 (:mod:`kdsweep.train.grouped`): ``vmap`` there runs k small kernels and saves nothing.
 
+The members' losses are computed in one call per term when the loss gives a batched form
+(:mod:`kdsweep.train.member_losses`), else one call per member.
+
 A member whose epoch callback raises (pruning) or whose loss diverges leaves the group
 with that exception as its result; the others go on.
 """
@@ -26,8 +29,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from kdsweep.errors import PluginError
-from kdsweep.plugin.types import DataSplits, LossBatch
+from kdsweep.plugin.types import DataSplits
 from kdsweep.study.settings import TrainSettings
 from kdsweep.train.augment import make_augment
 from kdsweep.train.device import make_optimizer, memory_format, mixed_precision, resolve_auto
@@ -38,7 +40,6 @@ from kdsweep.train.fit import (
     FitResult,
     Recipe,
     Teachers,
-    TermState,
     TrainingLoss,
     count_params,
     diverged,
@@ -48,6 +49,7 @@ from kdsweep.train.fit import (
     weighted_loss,
 )
 from kdsweep.train.grouped import GroupedModels, groupable
+from kdsweep.train.member_losses import batched_losses, loss_batch
 
 # Settings every member of a group must share: they shape the model, the batches or the
 # optimizer's kind. The rest (lr, momentum, weight decay, warm-up, seed) may differ.
@@ -252,7 +254,7 @@ def fit_group(
     for epoch in range(first.epochs):
         epoch_started = time.perf_counter()
         values = [[term.at(epoch, first.epochs) for term in m.loss.terms] for m in members]
-        together = _batched_terms(members, values, device) if shared else None
+        together = batched_losses([m.loss for m in members], values, device) if shared else None
         rates = [learning_rate(m.settings, m.lr_schedule, epoch) for m in members]
         for member, lr in zip(members, rates, strict=True):
             optimizer.param_groups[member.position]["lr"] = lr
@@ -273,12 +275,12 @@ def fit_group(
                 teacher_logits = _teacher_logits(teachers, per_batch_teachers, inputs, indices)
                 targets = [data.train_y[index] for index in indices]
                 if together is not None:  # one call per term for every member
-                    per_member = together(_batch(outputs, targets[0], teacher_logits[0]))
+                    per_member = together(loss_batch(outputs, targets[0], teacher_logits[0]))
                 else:
                     losses = []
                     for row, member in enumerate(members):
                         at = 0 if shared else row
-                        batch = _batch(outputs[row], targets[at], teacher_logits[at])
+                        batch = loss_batch(outputs[row], targets[at], teacher_logits[at])
                         losses.append(weighted_loss(member.loss, values[row], batch))
                     per_member = torch.stack(losses)
             optimizer.zero_grad(set_to_none=True)
@@ -335,60 +337,6 @@ def _end_of_epoch(
     except Exception as exc:  # pruning (or a failing callback) ends this member only
         return exc
     return None
-
-
-def _batch(
-    logits: torch.Tensor, targets: torch.Tensor, teacher_logits: tuple[torch.Tensor, ...]
-) -> LossBatch:
-    """What the loss sees: one member's logits, or every member's stacked in front."""
-    return LossBatch(
-        student_logits=logits,
-        targets=targets,
-        teacher_logits=teacher_logits[0] if teacher_logits else None,
-        all_teacher_logits=teacher_logits,
-    )
-
-
-def _batched_terms(
-    members: Sequence[_Member], values: Sequence[Sequence[TermState]], device: torch.device
-) -> Callable[[LossBatch], torch.Tensor] | None:
-    """The members' training losses in one call per term, ``(k,)`` from a batch of every
-    member's logits: when each term has a batched form and numeric params (the members
-    share one batch stream); else ``None`` (one call per member and term)."""
-    terms = members[0].loss.terms
-    if any(len(m.loss.terms) != len(terms) for m in members):
-        return None
-    stacked = []
-    for position, term in enumerate(terms):
-        states = [member_values[position] for member_values in values]
-        numbers = [state.params for state in states]
-        same_keys = all(p.keys() == numbers[0].keys() for p in numbers)
-        if term.batched is None or not same_keys or not all(map(_numeric, numbers)):
-            return None
-        params = {
-            key: torch.tensor([float(p[key]) for p in numbers], device=device) for key in numbers[0]
-        }
-        weights = torch.tensor([state.weight for state in states], device=device)
-        stacked.append((term.batched, weights, params))
-
-    def losses(batch: LossBatch) -> torch.Tensor:
-        total = torch.zeros(len(members), device=device)
-        for batched, weights, params in stacked:
-            value = batched(batch, **params)
-            if value.shape != total.shape:  # would broadcast silently
-                raise PluginError(
-                    f"a batched loss returned shape {tuple(value.shape)} for "
-                    f"{len(members)} students: it returns one loss per student"
-                )
-            total = total + weights * value
-        return total
-
-    return losses
-
-
-def _numeric(params: Mapping[str, Any]) -> bool:
-    """Whether every param is a number (a batched loss gets each as a tensor)."""
-    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in params.values())
 
 
 def _teacher_logits(
