@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from kdsweep.study.settings import TrainSettings
-from kdsweep.train.sgd import DEVICES as FUSED_SGD_DEVICES
 from kdsweep.train.sgd import FusedSGD
 
 
@@ -54,7 +53,7 @@ def make_optimizer(
     devices = {p.device.type for group in param_groups for p in group["params"]}
     # One fused kernel per step instead of a few per parameter (about a tenth of a small
     # model's step on the CPU); torch has them for floating-point params on CPU and CUDA.
-    fused = devices <= set(FUSED_SGD_DEVICES)
+    fused = devices <= {"cpu", "cuda"}
     kind = kinds.pop()
     if kind == "sgd" and fused:
         return FusedSGD(param_groups)

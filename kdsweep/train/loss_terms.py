@@ -164,8 +164,11 @@ class CheckedLoss:
         return value
 
     def non_finite_label(self) -> str:
-        """The term's label when its last result was not finite, else ``""``."""
+        """The term's label when its last result was not finite, else ``""`` (also when it
+        was not called: a fused group computed it through its batched form)."""
         value = self.last
+        if value is None:
+            return ""
         finite = isinstance(value, torch.Tensor) and bool(torch.isfinite(value).all())
         return "" if finite else self.label
 

@@ -16,8 +16,6 @@ from typing import Any
 
 import torch
 
-DEVICES = ("cpu", "cuda")  # where torch has the fused kernel
-
 
 class FusedSGD:
     """SGD over param groups (each a dict: ``params``, ``lr``, ``momentum``,

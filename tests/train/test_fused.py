@@ -110,7 +110,8 @@ def test_a_batched_loss_must_give_one_loss_per_student() -> None:
         fused.fit_group(models, DATA, recipes, teachers=TEACHER)
 
 
-def test_a_pruned_or_diverging_member_leaves_the_group_alone() -> None:
+@pytest.mark.parametrize("batched", [False, True], ids=["per-member-loss", "batched-loss"])
+def test_a_pruned_or_diverging_member_leaves_the_group_alone(batched: bool) -> None:
     class Stop(Exception):
         pass
 
@@ -118,7 +119,8 @@ def test_a_pruned_or_diverging_member_leaves_the_group_alone() -> None:
         raise Stop(f"pruned at epoch {report.epoch}")
 
     diverging = dict(MEMBERS[2], lr=1e12)
-    setups = [_setup(MEMBERS[0], 0), _setup(MEMBERS[1], 0), _setup(diverging, 0)]
+    members = [MEMBERS[0], MEMBERS[1], diverging]
+    setups = [_setup(member, 0, batched) for member in members]
     models, recipes = (list(column) for column in zip(*setups, strict=True))
     reports: list = []
     results = fused.fit_group(

@@ -98,6 +98,16 @@ def test_a_loss_that_goes_non_finite_later_names_the_term() -> None:
     assert "not finite: main loss 'shaky_loss' (plugin 'shaky' (shaky-dist 2.0))" in message
 
 
+def test_a_term_never_called_alone_is_not_named_non_finite() -> None:
+    """A fused group's batched form computes the term for every member; its per-member
+    callable never ran, so a diverged member does not blame it."""
+    component = Component("loss", "kd_like", lambda batch: batch, Origin("p", "d", "1"))
+    checked = CheckedLoss(component, lambda batch: batch, "main loss")
+    assert checked.non_finite_label() == ""
+    checked.last = torch.tensor(float("nan"))
+    assert checked.non_finite_label() == "main loss 'kd_like' (plugin 'p' (d 1))"
+
+
 def test_the_first_batch_check_is_one_error_not_a_pytorch_message() -> None:
     component = Component("loss", "vector", lambda batch: batch, Origin("p", "d", "1"))
     checked = CheckedLoss(component, lambda batch: torch.ones(3, requires_grad=True), "added term")
