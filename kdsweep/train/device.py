@@ -61,12 +61,10 @@ def make_optimizer(
 
 
 # Matrix work per sample of one model (FLOPs of the convolutions and linear layers of one
-# forward pass) from which bf16 in channels_last beats fp32 on a CPU with AMX units: below
-# it a step is bound by per-operator costs, which bf16's casts add to. Measured with
-# bench/cpu_precision.py (docs/performance.md). Not on other CPUs: bf16 (AVX512-BF16) and
-# fp32 channels_last were faster there too, but torch 2.14's oneDNN convolution backward
-# corrupted the heap on an AVX512 CPU in channels_last (docs/performance.md).
-AMX_MIN_FLOPS = 0.75e6
+# forward pass) from which bf16 beats fp32 on a CPU with bf16 instructions: below it a
+# step is bound by per-operator costs, which bf16's casts add to. Measured with
+# bench/cpu_precision.py on AMX and on AVX512-BF16 CPUs (docs/performance.md).
+BF16_MIN_FLOPS = 0.75e6
 
 
 def cpu_has_amx() -> bool:
@@ -75,23 +73,38 @@ def cpu_has_amx() -> bool:
     return bool(probe and probe())
 
 
+def cpu_bf16_choice() -> dict[str, str] | None:
+    """What ``auto`` picks for wide models on this CPU: bf16 in channels_last with AMX;
+    bf16 contiguous with AVX512-BF16 alone, since torch 2.14's oneDNN convolution
+    backward corrupted the heap in channels_last on such a CPU (docs/performance.md);
+    nothing (fp32) without bf16 instructions."""
+    if cpu_has_amx():
+        return {"precision": "bf16", "memory_format": "channels_last"}
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # no public name either
+    if probe and probe():
+        return {"precision": "bf16", "memory_format": "contiguous"}
+    return None
+
+
 def resolve_auto(
     settings: TrainSettings, models: Sequence[nn.Module], sample: torch.Tensor
 ) -> TrainSettings:
-    """``settings`` with ``precision`` and ``memory_format`` left at ``auto`` made bf16 and
-    channels_last for models trained together on the CPU when the CPU has AMX and one of
-    them does at least :data:`AMX_MIN_FLOPS` of matrix work per sample; otherwise
-    unchanged (``auto`` then means bf16 and channels_last on CUDA, fp32 and contiguous on
-    the CPU). Per model, not summed over a fused group: a trial trains in the same
+    """``settings`` with ``precision`` and ``memory_format`` left at ``auto`` made this
+    CPU's bf16 choice (:func:`cpu_bf16_choice`) for models trained together on the CPU
+    when one of them does at least :data:`BF16_MIN_FLOPS` of matrix work per sample;
+    otherwise unchanged (``auto`` then means bf16 and channels_last on CUDA, fp32 and
+    contiguous on the CPU). Per model, not summed over a fused group: a trial trains in the same
     precision fused or alone."""
     auto = [name for name in ("precision", "memory_format") if getattr(settings, name) == "auto"]
-    if not auto or sample.device.type != "cpu" or not cpu_has_amx():
+    if not auto or sample.device.type != "cpu":
+        return settings
+    chosen = cpu_bf16_choice()
+    if chosen is None:
         return settings
     from kdsweep.train.costs import matrix_flops_per_sample
 
-    if max(matrix_flops_per_sample(model, sample) for model in models) < AMX_MIN_FLOPS:
+    if max(matrix_flops_per_sample(model, sample) for model in models) < BF16_MIN_FLOPS:
         return settings
-    chosen = {"precision": "bf16", "memory_format": "channels_last"}
     return replace(settings, **{name: chosen[name] for name in auto})
 
 

@@ -1,6 +1,6 @@
 """How ``precision`` and ``memory_format`` left at ``auto`` resolve for the models that
-train: bf16 in channels_last on a CPU with AMX for models with enough matrix work, fp32
-otherwise."""
+train: for models with enough matrix work, bf16 in channels_last on a CPU with AMX and
+bf16 contiguous on one with AVX512-BF16 alone; fp32 otherwise."""
 
 from __future__ import annotations
 
@@ -26,10 +26,26 @@ def _cnn(width: int) -> torch.nn.Module:
     return build_cnn(width, 10, DATA.input_shape)
 
 
-def test_amx_is_reported_as_the_cpu_flags_say() -> None:
+def _cpu_flags() -> list[str]:
     if not CPU_FLAGS.exists():
         pytest.skip("no /proc/cpuinfo here")
-    assert device.cpu_has_amx() == ("amx_tile" in CPU_FLAGS.read_text().split())
+    return CPU_FLAGS.read_text().split()
+
+
+def test_amx_is_reported_as_the_cpu_flags_say() -> None:
+    assert device.cpu_has_amx() == ("amx_tile" in _cpu_flags())
+
+
+def test_the_bf16_choice_follows_the_cpu_flags() -> None:
+    """AMX: bf16 in channels_last; AVX512-BF16 alone: bf16, contiguous (channels_last's
+    convolution backward corrupted the heap on such a CPU); neither: fp32."""
+    flags = _cpu_flags()
+    expected = None
+    if "amx_tile" in flags:
+        expected = {"precision": "bf16", "memory_format": "channels_last"}
+    elif "avx512_bf16" in flags:
+        expected = {"precision": "bf16", "memory_format": "contiguous"}
+    assert device.cpu_bf16_choice() == expected
 
 
 def test_matrix_flops_count_the_convolutions_and_the_head() -> None:
@@ -40,11 +56,12 @@ def test_matrix_flops_count_the_convolutions_and_the_head() -> None:
     assert costs.flops_per_sample(_cnn(width), SAMPLE) == expected
 
 
-def test_auto_is_bf16_channels_last_for_wide_models_on_an_amx_cpu() -> None:
-    if not device.cpu_has_amx():
-        pytest.skip("this CPU has no AMX: auto stays fp32 (checked below)")
+def test_auto_is_this_cpus_bf16_choice_for_wide_models_only() -> None:
+    chosen = device.cpu_bf16_choice()
+    if chosen is None:
+        pytest.skip("this CPU has no bf16 instructions: auto stays fp32 (checked below)")
     wide = device.resolve_auto(AUTO, [_cnn(32)], SAMPLE)
-    assert (wide.precision, wide.memory_format) == ("bf16", "channels_last")
+    assert (wide.precision, wide.memory_format) == (chosen["precision"], chosen["memory_format"])
     narrow = [_cnn(4)]
     assert device.resolve_auto(AUTO, narrow, SAMPLE) == AUTO  # per-operator bound: fp32
     # A fused group trains as its members would alone: per model, not summed.
@@ -52,20 +69,22 @@ def test_auto_is_bf16_channels_last_for_wide_models_on_an_amx_cpu() -> None:
     assert device.resolve_auto(AUTO, [_cnn(32) for _ in range(2)], SAMPLE).precision == "bf16"
 
 
-def test_auto_stays_fp32_without_amx_and_explicit_choices_stand() -> None:
+def test_auto_stays_fp32_without_bf16_and_explicit_choices_stand() -> None:
     wide = [_cnn(32)]
-    if not device.cpu_has_amx():
+    chosen = device.cpu_bf16_choice()
+    if chosen is None:
         assert device.resolve_auto(AUTO, wide, SAMPLE) == AUTO
     pinned = dataclasses.replace(AUTO, precision="fp32", memory_format="contiguous")
     assert device.resolve_auto(pinned, wide, SAMPLE) == pinned
     half = dataclasses.replace(AUTO, precision="fp32")
     resolved = device.resolve_auto(half, wide, SAMPLE)
     assert resolved.precision == "fp32"
-    assert resolved.memory_format == ("channels_last" if device.cpu_has_amx() else "auto")
+    assert resolved.memory_format == (chosen["memory_format"] if chosen else "auto")
 
 
 def test_a_wide_model_trained_under_auto_learns_as_in_fp32() -> None:
-    """The teacher-sized cnn, 3 epochs under ``auto`` (bf16 on an AMX CPU) and in fp32:
+    """The teacher-sized cnn, 3 epochs under ``auto`` (bf16 on a CPU with bf16
+    instructions) and in fp32:
     both learn the digits, within a few points of each other."""
     accuracies = []
     for precision in ("auto", "fp32"):
