@@ -27,7 +27,7 @@ from kdsweep.run.records import (
 from kdsweep.run.references import Baselines
 from kdsweep.search import storage
 from kdsweep.search.keep import Scored
-from kdsweep.search.trial import TrialHandle, TrialPruned
+from kdsweep.search.trial import InterruptedAfter, TrialHandle, TrialPruned
 from kdsweep.study.settings import TrialSettings
 from kdsweep.study.study import Study
 from kdsweep.track import tags
@@ -153,9 +153,10 @@ class TrialRuns:
                     # Closed (logged) while the trainer trains the next part.
                     ended = self._close_all(part, dict(_numbered(part, results)))
                     closed.update(_numbered(part, ended))
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 self._interrupted([t for t in trials if t.handle.number not in closed])
-                raise
+                # The parts closed before it are logged and kept: the search tells them.
+                raise InterruptedAfter(closed) from exc
             return [closed[t.handle.number] for t in trials]
 
         return wait

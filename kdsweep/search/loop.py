@@ -22,7 +22,14 @@ from optuna.trial import TrialState
 from kdsweep.faults import fault_point
 from kdsweep.search import storage
 from kdsweep.search.study import finished_trials, is_surplus, state_counts
-from kdsweep.search.trial import Outcome, TrialHandle, fail, sample_params, tell
+from kdsweep.search.trial import (
+    InterruptedAfter,
+    Outcome,
+    TrialHandle,
+    fail,
+    sample_params,
+    tell,
+)
 from kdsweep.study.goals import DEFAULT_GOALS, Constraint, Goal
 from kdsweep.study.space import Dimension
 
@@ -243,20 +250,36 @@ class _TrialLoop:
             raise
 
     def _finish(self, started: _Started) -> None:
-        """Wait for the trials and tell Optuna each outcome."""
-        settings = self.settings
+        """Wait for the trials and tell Optuna each outcome. On Ctrl-C, the trials that had
+        ended before it (:class:`InterruptedAfter`) are told as usual, the others failed."""
         with started.beating:
             try:
                 results = started.wait()
-            except KeyboardInterrupt:
-                fail(self.study, started.handles, "interrupted")
+            except KeyboardInterrupt as exc:
+                ended = exc.results if isinstance(exc, InterruptedAfter) else {}
+                cut = [h for h in started.handles if h.number not in ended]
+                fail(self.study, cut, "interrupted")
+                done = [h for h in started.handles if h.number in ended]
+                self._report(self._tell_all(done, [ended[h.number] for h in done]))
                 raise
-            outcomes = []
-            for handle, result in zip(started.handles, results, strict=True):
-                handle.save()
-                outcomes.append(
-                    tell(self.study, handle.trial, result, settings.goals, settings.constraints)
-                )
+            outcomes = self._tell_all(started.handles, results)
+        self._report(outcomes)
+
+    def _tell_all(
+        self, handles: Sequence[TrialHandle], results: Sequence[Mapping[str, float] | Exception]
+    ) -> list[Outcome]:
+        """Tell Optuna each trial's result."""
+        settings = self.settings
+        outcomes = []
+        for handle, result in zip(handles, results, strict=True):
+            handle.save()
+            outcomes.append(
+                tell(self.study, handle.trial, result, settings.goals, settings.constraints)
+            )
+        return outcomes
+
+    def _report(self, outcomes: Sequence[Outcome]) -> None:
+        """Keep the outcomes and pass them on."""
         with self.lock:
             for outcome in outcomes:
                 self.outcomes.append(outcome)

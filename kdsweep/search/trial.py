@@ -25,6 +25,16 @@ class TrialPruned(optuna.TrialPruned):
     """Raised by :meth:`TrialHandle.report` when the pruner stops a trial."""
 
 
+class InterruptedAfter(KeyboardInterrupt):
+    """Ctrl-C while a launch's trials were waited for, after some of them had ended and
+    been recorded: their results by trial number, to be told as usual; the others are
+    failed as interrupted."""
+
+    def __init__(self, results: Mapping[int, Mapping[str, float] | Exception]) -> None:
+        super().__init__("interrupted")
+        self.results = dict(results)
+
+
 @dataclass
 class TrialHandle:
     """What the training side sees of an Optuna trial."""

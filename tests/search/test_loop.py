@@ -6,11 +6,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from kdsweep.search.loop import LoopSettings, run_trials
+from kdsweep.search.loop import Fusion, LoopSettings, run_trials
 from kdsweep.search.pruners import make_pruner
 from kdsweep.search.samplers import make_sampler
 from kdsweep.search.study import finished_trials, open_study
-from kdsweep.search.trial import TrialHandle, TrialPruned
+from kdsweep.search.trial import InterruptedAfter, TrialHandle, TrialPruned
 from kdsweep.study.goals import Constraint, Goal
 from kdsweep.study.space import Dimension
 from kdsweep.study.study import StudySettings
@@ -154,3 +154,36 @@ def test_interrupt_marks_the_trial_failed_and_propagates(tmp_path) -> None:
     with pytest.raises(KeyboardInterrupt):
         _run(study, objective, n_trials=2)
     assert [t.state for t in study.trials] == [TrialState.FAIL]
+
+
+def test_an_interrupt_after_part_of_a_launch_ended_tells_that_part(tmp_path) -> None:
+    """Ctrl-C while a launch is waited for, after some of its trials ended (their runs
+    recorded, their students kept): those are told as they ended; the rest fail."""
+    study, _ = _study(tmp_path)
+    launched: list[list[int]] = []
+
+    def launch(handles):
+        numbers = [h.number for h in handles]
+        launched.append(numbers)
+
+        def wait():
+            if numbers[0] == 0:  # the first launch: its first trial had ended, then Ctrl-C
+                raise InterruptedAfter({0: {"val_accuracy": 0.7}, 1: TrialPruned("epoch 1")})
+            raise KeyboardInterrupt  # the next, started ahead: nothing of it had ended
+
+        return wait
+
+    told = []
+    settings = LoopSettings(SPACE, 6, fusion=Fusion(3, lambda handles: []))
+    with pytest.raises(KeyboardInterrupt):
+        run_trials(study, settings, launch=launch, on_outcome=told.append)
+    assert launched == [[0, 1, 2], [3, 4, 5]]  # the second launch was started ahead
+    states = {t.number: t.state for t in study.trials}
+    assert states[0] == TrialState.COMPLETE and study.trials[0].values == [0.7]
+    assert states[1] == TrialState.PRUNED
+    assert [states[n] for n in (2, 3, 4, 5)] == [TrialState.FAIL] * 4
+    assert study.trials[2].user_attrs["fail_reason"] == "interrupted"
+    assert [(o.number, o.state) for o in told] == [
+        (0, TrialState.COMPLETE),
+        (1, TrialState.PRUNED),
+    ]
