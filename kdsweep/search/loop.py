@@ -107,7 +107,9 @@ def run_trials(
 
     Each call makes at most as many attempts as trials were missing when it began (plus
     retries), so a failing objective cannot loop forever; a failure stays inside its trial.
-    Ctrl-C marks the running trials failed and propagates.
+    Ctrl-C marks the running trials failed and propagates; trials of a launch that had
+    ended before it (its wait raises :class:`InterruptedAfter` with their results) are
+    told as they ended.
     """
     depth = 1  # trials a thread has started at once: 2 when a launch trains ahead
     if launch is not None:

@@ -93,8 +93,8 @@ def resolve_auto(
     CPU's bf16 choice (:func:`cpu_bf16_choice`) for models trained together on the CPU
     when one of them does at least :data:`BF16_MIN_FLOPS` of matrix work per sample;
     otherwise unchanged (``auto`` then means bf16 and channels_last on CUDA, fp32 and
-    contiguous on the CPU). Per model, not summed over a fused group: a trial trains in the same
-    precision fused or alone."""
+    contiguous on the CPU). Per model, not summed over a fused group: a trial trains in
+    the same precision fused or alone."""
     auto = [name for name in ("precision", "memory_format") if getattr(settings, name) == "auto"]
     if not auto or sample.device.type != "cpu":
         return settings

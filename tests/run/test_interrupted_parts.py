@@ -70,7 +70,9 @@ def test_ctrl_c_tells_and_keeps_the_part_of_a_launch_that_had_ended(
     client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
     deadline = time.monotonic() + 120
     while not [r for r in _trial_runs(client) if r.info.status == "FINISHED"]:
-        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise AssertionError(f"no trial run finished: {process.communicate()[1][-2000:]}")
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, errors = process.communicate(timeout=60)
