@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from kdsweep.faults import fault_point
-from kdsweep.search import storage
+from kdsweep.search import owners, storage
 from kdsweep.search.study import finished_trials, is_surplus, state_counts
 from kdsweep.search.trial import (
     InterruptedAfter,
@@ -340,6 +340,7 @@ def _ask_group(
     pruner = settings.pruner or optuna.pruners.NopPruner()
     with storage.quiet():
         first = study.ask()
+    _stamp(first)
     fault_point("after_ask")  # a worker that dies here leaves a trial that never beat
     asked(first.number)
     handles = [TrialHandle(first, sample_params(first, settings.space), pruner)]
@@ -350,8 +351,17 @@ def _ask_group(
         with storage.quiet():
             for _ in range(size - 1):
                 trial = followers.ask()
+                _stamp(trial)
                 handles.append(TrialHandle(trial, sample_params(trial, settings.space), pruner))
     return handles
+
+
+def _stamp(trial: optuna.Trial) -> None:
+    """Record this process as the trial's owner: should it die, a run on this machine
+    fails the trial at once (see :mod:`kdsweep.search.owners`)."""
+    owner = owners.this_process()
+    if owner:
+        trial.set_user_attr(owners.OWNER_ATTR, owner)
 
 
 def _guarded(objective: Objective, handle: TrialHandle) -> Mapping[str, float] | Exception:

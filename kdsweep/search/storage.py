@@ -7,7 +7,8 @@ A relational storage beats a heartbeat per running trial: a trial whose worker s
 beating for ``GRACE_PERIOD_S`` is failed and retried once with the same parameters. So is
 a trial whose worker died before its first beat (between Optuna's ask and the heartbeat
 thread's start), once it is ``GRACE_PERIOD_S`` old: Optuna alone would leave it RUNNING
-for ever, and a resumed study would wait for it without end.
+for ever, and a resumed study would wait for it without end. A trial whose owner process
+is gone from this machine (:mod:`kdsweep.search.owners`) is failed and retried at once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from kdsweep.search import owners
 
 # A running trial's worker writes a heartbeat this often; a trial without one for the
 # grace period is failed and retried. Environment variables override both (in seconds).
@@ -54,7 +57,8 @@ def make_storage(url: str) -> optuna.storages.BaseStorage | str:
 
 
 class _BeatingStorage(optuna.storages.RDBStorage):
-    """Optuna's relational storage, whose stale trials include those that never beat."""
+    """Optuna's relational storage, whose stale trials include those that never beat and
+    those whose owner process is gone from this machine (no grace period to wait)."""
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         # Optuna 5.0: RDBStorage._get_stale_trial_ids is what fail_stale_trials asks; it
@@ -64,8 +68,11 @@ class _BeatingStorage(optuna.storages.RDBStorage):
         started_before = datetime.now() - timedelta(seconds=grace)  # naive local, as Optuna's
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             trial_id = trial._trial_id  # Optuna 5.0: see frozen()
+            if trial_id in stale:
+                continue
             too_old = trial.datetime_start is not None and trial.datetime_start < started_before
-            if too_old and trial_id not in stale and not self._has_heartbeat(trial_id):
+            never_beat = too_old and not self._has_heartbeat(trial_id)
+            if never_beat or owners.is_gone(trial.user_attrs.get(owners.OWNER_ATTR)):
                 stale.append(trial_id)
         return stale
 

@@ -36,8 +36,15 @@ def _study(write_study, name: str = "crash") -> Path:
     )
 
 
-def _run(study: Path, results: Path, *extra: str, fault: str = "", mark: str = ""):
-    env = {**os.environ, **FAST_HEARTBEAT, MARK: mark or uuid.uuid4().hex}
+def _run(
+    study: Path,
+    results: Path,
+    *extra: str,
+    fault: str = "",
+    mark: str = "",
+    env: dict[str, str] | None = None,
+):
+    env = {**os.environ, **FAST_HEARTBEAT, **(env or {}), MARK: mark or uuid.uuid4().hex}
     if fault:
         env["KDSWEEP_FAULT"] = fault
     return subprocess.run(
@@ -108,6 +115,25 @@ def test_sigkill_at_each_moment_then_the_rerun_finishes(write_study, tmp_path, f
     assert time.monotonic() - started < 90  # the grace period (3 s) plus the trials' time
     assert "Traceback" not in again.stderr
     _assert_consistent(results)
+
+
+def test_a_rerun_after_a_kill_does_not_wait_out_the_grace_period(write_study, tmp_path) -> None:
+    """The killed run's trials are stamped with its process: the rerun on this machine
+    sees it gone, fails and retries them at once (grace period here: 10 minutes)."""
+    study, results = _study(write_study), tmp_path / "r"
+    slow_grace = {"KDSWEEP_GRACE_S": "600", "KDSWEEP_HEARTBEAT_S": "5"}
+    killed = _run(study, results, fault="trial_epoch:2", env=slow_grace)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    started = time.monotonic()
+    again = _run(study, results, env=slow_grace)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert time.monotonic() - started < 120  # not the 600 s of grace
+    _assert_consistent(results)
+    trials = optuna.load_study(study_name="crash", storage=f"sqlite:///{results / 'optuna.db'}")
+    failed = [t for t in trials.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1  # the one the kill cut short, retried with its params
+    retries = [t for t in trials.trials if t.params == failed[0].params]
+    assert [t.state for t in retries] == [TrialState.FAIL, TrialState.COMPLETE]
 
 
 def test_a_student_logged_before_the_kill_is_removed_by_the_rerun(write_study, tmp_path) -> None:

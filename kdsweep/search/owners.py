@@ -1,0 +1,56 @@
+"""Which process runs a trial, and whether that process is gone.
+
+Each trial is stamped at ask time with its owner: the machine's boot id, the PID
+namespace, the PID and the process's start time. A run on the same machine (and
+namespace) that finds a running trial whose owner no longer exists fails it at once,
+instead of waiting out the heartbeat grace period: a rerun after ``kill -9`` starts at
+once. An owner elsewhere (another machine, another container) cannot be checked from here
+and is left to the heartbeat, as is a trial stamped by no one (Linux-only ``/proc``).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+OWNER_ATTR = "owner"  # the Optuna trial's user attribute: "<boot id>/<pid ns>/<pid>/<start>"
+_PROC = Path("/proc")
+
+
+@cache
+def this_process() -> str:
+    """This process's owner stamp; "" where it cannot be made (no ``/proc``)."""
+    where = _machine()
+    start = _start_time(os.getpid())
+    return f"{where}/{os.getpid()}/{start}" if where and start else ""
+
+
+def is_gone(owner: str | None) -> bool:
+    """Whether the process of the stamp ``owner`` surely no longer runs: it was on this
+    machine and in this PID namespace, and its PID is free or taken by a newer process."""
+    parts = (owner or "").split("/")
+    if len(parts) != 4 or "/".join(parts[:2]) != _machine() or not parts[2].isdigit():
+        return False
+    return _start_time(int(parts[2])) != parts[3]
+
+
+@cache
+def _machine() -> str:
+    """This boot of this machine and this PID namespace; "" if unknown."""
+    try:
+        boot = (_PROC / "sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink(_PROC / "self/ns/pid")
+    except OSError:
+        return ""
+    return f"{boot}/{namespace}"
+
+
+def _start_time(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot); "" if there is none."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return ""
+    # The command name (field 2) may hold spaces and parentheses: fields after its ")".
+    return stat.rsplit(")", 1)[1].split()[19]
