@@ -29,6 +29,7 @@ EXIT_BAD_INPUT = 2
 def _cmd_run(args: argparse.Namespace) -> int:
     from kdsweep.cli.summary import print_summary
     from kdsweep.run.display import Display
+    from kdsweep.run.signals import terminate_as_interrupt
     from kdsweep.run.study_run import run_study
 
     study = load_study(args.study, args.plugin)
@@ -44,7 +45,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
     )
     display = Display()
-    summary = run_study(study, options, display)
+    with terminate_as_interrupt():
+        summary = run_study(study, options, display)
     settings = study.settings
     print_summary(display.console, f"{settings.name}: best trial per width", summary)
     if len(settings.objectives) > 1:

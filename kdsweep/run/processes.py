@@ -294,6 +294,7 @@ def _child_main(
 ) -> None:
     """The child's loop: train what the parent sends until it sends ``None``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's (a fork inherits it)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     torch.set_num_threads(spec.threads)
     if trainer is None:

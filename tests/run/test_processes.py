@@ -16,6 +16,7 @@ from recorded import trial_runs
 
 from kdsweep.cli import main
 from kdsweep.run.processes import TrainerDied, TrainerPool, TrainerProcess, TrainerSpec
+from kdsweep.run.signals import terminate_as_interrupt
 from kdsweep.search.trial import TrialPruned
 from kdsweep.study.load import load_study
 from kdsweep.train.cache import ModelCache
@@ -112,6 +113,21 @@ def test_a_killed_trainer_fails_its_trial_and_is_replaced(prepared) -> None:
         assert result.val_accuracy > 0.1
     finally:
         pool.close()
+
+
+def test_a_forked_trainer_ends_on_sigterm_though_its_parent_turns_it_into_an_interrupt(
+    prepared,
+) -> None:
+    study, experiment, spec = prepared
+    with terminate_as_interrupt():  # the parent's SIGTERM handler, inherited by the fork
+        trainer = TrainerProcess(spec, experiment)
+        try:
+            _trained(trainer, study.resolve({"student.width": 2}), None)  # it is up
+            os.kill(trainer.process.pid, signal.SIGTERM)
+            trainer.process.join(timeout=10)
+            assert trainer.process.exitcode == -signal.SIGTERM
+        finally:
+            trainer.close(now=True)
 
 
 def test_a_study_with_jobs_records_every_trial(write_study, tmp_path: Path) -> None:

@@ -141,3 +141,23 @@ def test_ctrl_c_while_the_trainers_train_the_baselines_stops_at_once(
     assert time.monotonic() - started < 10  # the 400-epoch baselines were not waited for
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert not list((results / "cache").glob("baselines/*.pt"))
+
+
+def test_sigterm_while_the_teacher_trains_ends_as_ctrl_c_does(write_study, tmp_path: Path) -> None:
+    """Before the trials (where the stop signals are handled), SIGTERM is an interrupt
+    too: one line, exit 130, no traceback, and no half-written teacher in the cache."""
+    path = write_study(n_trials=1, search=SEARCH, study_keys="jobs = 2", teacher={"epochs": 400})
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "kdsweep", "run", str(path), "--results", str(results)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((results / "cache").glob("teachers/*.lock")):  # the teacher trains
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, errors = process.communicate(timeout=60)
+    assert process.returncode == 130, errors[-2000:]
+    assert errors.strip().splitlines()[-1] == "kdsweep: interrupted"
+    assert "Traceback" not in errors
+    assert not list((results / "cache").glob("teachers/*.pt"))
