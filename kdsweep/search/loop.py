@@ -359,7 +359,7 @@ def _ask_group(
 def _stamp(trial: optuna.Trial) -> None:
     """Record this process as the trial's owner: should it die, a run on this machine
     fails the trial at once (see :mod:`kdsweep.search.owners`)."""
-    owner = owners.this_process()
+    owner = owners.stamp(trial.number)
     if owner:
         trial.set_user_attr(owners.OWNER_ATTR, owner)
 

@@ -14,25 +14,37 @@ import os
 from functools import cache
 from pathlib import Path
 
-OWNER_ATTR = "owner"  # the Optuna trial's user attribute: "<boot id>/<pid ns>/<pid>/<start>"
+OWNER_ATTR = "owner"  # the trial's user attribute: "<boot id>/<pid ns>/<pid>/<start>#<trial>"
 _PROC = Path("/proc")
+
+
+def stamp(number: int) -> str:
+    """The owner stamp of trial ``number`` asked by this process; "" where it cannot be
+    made (no ``/proc``). It names the trial too: Optuna copies a trial's attributes to its
+    retry, whose stamp must not be taken for its own."""
+    process = this_process()
+    return f"{process}#{number}" if process else ""
+
+
+def is_gone(owner: str | None, number: int) -> bool:
+    """Whether trial ``number``'s owner, stamped ``owner``, surely no longer runs: it was
+    on this machine and in this PID namespace, and its PID is free or taken by a newer
+    process. A stamp of another trial, another machine or none at all: ``False``."""
+    process, _, stamped = (owner or "").partition("#")
+    parts = process.split("/")
+    if stamped != str(number) or len(parts) != 4 or not parts[2].isdigit():
+        return False
+    if "/".join(parts[:2]) != _machine():
+        return False
+    return _start_time(int(parts[2])) != parts[3]
 
 
 @cache
 def this_process() -> str:
-    """This process's owner stamp; "" where it cannot be made (no ``/proc``)."""
+    """This process: machine, PID namespace, PID and start time; "" if unknown."""
     where = _machine()
     start = _start_time(os.getpid())
     return f"{where}/{os.getpid()}/{start}" if where and start else ""
-
-
-def is_gone(owner: str | None) -> bool:
-    """Whether the process of the stamp ``owner`` surely no longer runs: it was on this
-    machine and in this PID namespace, and its PID is free or taken by a newer process."""
-    parts = (owner or "").split("/")
-    if len(parts) != 4 or "/".join(parts[:2]) != _machine() or not parts[2].isdigit():
-        return False
-    return _start_time(int(parts[2])) != parts[3]
 
 
 @cache

@@ -72,7 +72,8 @@ class _BeatingStorage(optuna.storages.RDBStorage):
                 continue
             too_old = trial.datetime_start is not None and trial.datetime_start < started_before
             never_beat = too_old and not self._has_heartbeat(trial_id)
-            if never_beat or owners.is_gone(trial.user_attrs.get(owners.OWNER_ATTR)):
+            owner = trial.user_attrs.get(owners.OWNER_ATTR)
+            if never_beat or owners.is_gone(owner, trial.number):
                 stale.append(trial_id)
         return stale
 

@@ -21,42 +21,52 @@ if not Path("/proc/self/stat").exists():
     pytest.skip("owners are read from /proc (Linux)", allow_module_level=True)
 
 
-def _stamp_of_a_finished_process() -> str:
-    """The owner stamp a short-lived process made of itself."""
-    code = "from kdsweep.search import owners; print(owners.this_process())"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+def _stamp_of_a_finished_process(number: int) -> str:
+    """The stamp a short-lived process made for trial ``number``."""
+    code = f"from kdsweep.search import owners; print(owners.stamp({number}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 def test_this_process_is_not_gone_and_a_finished_one_is() -> None:
-    mine = owners.this_process()
-    assert mine and not owners.is_gone(mine)
-    ended = _stamp_of_a_finished_process().strip()
+    mine = owners.stamp(3)
+    assert mine.endswith("#3") and not owners.is_gone(mine, 3)
+    ended = _stamp_of_a_finished_process(3)
     assert ended.rsplit("/", 2)[0] == mine.rsplit("/", 2)[0]  # same machine and namespace
-    assert owners.is_gone(ended)
+    assert owners.is_gone(ended, 3)
+    assert not owners.is_gone(ended, 4)  # copied to trial 4 (a retry): not its owner
 
 
 def test_a_reused_pid_is_gone_and_unknown_owners_are_not() -> None:
     machine, pid, start = owners.this_process().rsplit("/", 2)
-    assert owners.is_gone(f"{machine}/{pid}/{int(start) - 1}")  # another process, same PID
-    assert not owners.is_gone(f"another-boot/pid:[1]/{pid}/1")  # another machine: unknown
-    assert not owners.is_gone(None) and not owners.is_gone("") and not owners.is_gone("x/y")
+    assert owners.is_gone(f"{machine}/{pid}/{int(start) - 1}#0", 0)  # same PID, newer process
+    assert not owners.is_gone(f"another-boot/pid:[1]/{pid}/1#0", 0)  # another machine
+    assert not owners.is_gone(None, 0) and not owners.is_gone("", 0)
+    assert not owners.is_gone("x/y#0", 0)
 
 
 def test_a_trial_of_a_gone_owner_is_failed_and_retried_at_once(tmp_path: Path) -> None:
     storage = make_storage(f"sqlite:///{tmp_path / 'optuna.db'}")  # grace: 20 s
     study = optuna.create_study(storage=storage, study_name="s")
     dead, foreign, alive = study.ask(), study.ask(), study.ask()
-    dead.set_user_attr(owners.OWNER_ATTR, _stamp_of_a_finished_process().strip())
-    foreign.set_user_attr(owners.OWNER_ATTR, "another-boot/pid:[1]/1/1")
-    alive.set_user_attr(owners.OWNER_ATTR, owners.this_process())
+    dead.set_user_attr(owners.OWNER_ATTR, _stamp_of_a_finished_process(dead.number))
+    foreign.set_user_attr(owners.OWNER_ATTR, f"another-boot/pid:[1]/1/1#{foreign.number}")
+    alive.set_user_attr(owners.OWNER_ATTR, owners.stamp(alive.number))
     fail_stale_trials(study)
     states = [t.state for t in study.trials]
     assert states[:3] == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING]
     assert states[3:] == [TrialState.WAITING]  # the retry of the dead owner's trial
+    retry = study.ask()  # asked, before its new owner stamps it: the copied stamp is not its
+    assert retry.number == 3 and retry.user_attrs[owners.OWNER_ATTR].endswith(f"#{dead.number}")
+    fail_stale_trials(study)
+    assert study.trials[3].state == TrialState.RUNNING
 
 
 def test_the_loop_stamps_each_trial_it_asks(tmp_path: Path) -> None:
     study = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path / 'o.db'}"))
     space = (Dimension("loss.temperature", "float", 1.0, 10.0),)
     run_trials(study, LoopSettings(space, 2), lambda handle: {"val_accuracy": 0.5})
-    assert {t.user_attrs[owners.OWNER_ATTR] for t in study.trials} == {owners.this_process()}
+    assert [t.user_attrs[owners.OWNER_ATTR] for t in study.trials] == [
+        owners.stamp(0),
+        owners.stamp(1),
+    ]
