@@ -39,9 +39,9 @@ def is_gone(owner: str | None, number: int) -> bool:
     return _start_time(int(parts[2])) != parts[3]
 
 
-@cache
 def this_process() -> str:
-    """This process: machine, PID namespace, PID and start time; "" if unknown."""
+    """This process: machine, PID namespace, PID and start time; "" if unknown. Not
+    cached: a forked child is another process."""
     where = _machine()
     start = _start_time(os.getpid())
     return f"{where}/{os.getpid()}/{start}" if where and start else ""
