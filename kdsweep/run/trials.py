@@ -108,17 +108,10 @@ class TrialRuns:
 
     def group(self, handles: Sequence[TrialHandle]) -> list[Metrics | Exception]:
         """Train the trials as fused groups of those that share an architecture (a retried
-        trial may not), each trial logged as if it had run alone."""
+        trial may not), each trial logged as if it had run alone, each group as it ends."""
         parts = [self._open_part(part) for part in self._parts(handles)]
         trials = _in_order(handles, parts)
-        outcomes: dict[int, Result] = {}
-        try:
-            for part in parts:
-                outcomes.update(_numbered(part, self._fused(part)))
-        except KeyboardInterrupt:
-            self._interrupted(trials)
-            raise
-        return self._close_all(trials, outcomes)
+        return self._close_parts(parts, trials, lambda index, part: self._fused(part))
 
     def launch(self, handles: Sequence[TrialHandle]) -> Callable[[], list[Metrics | Exception]]:
         """Send the trials (as fused groups when there are several) to this thread's
@@ -142,24 +135,33 @@ class TrialRuns:
         trials = _in_order(handles, parts)
         opened.update((trial.handle.number, trial) for trial in trials)
 
-        def wait() -> list[Metrics | Exception]:
-            closed: dict[int, Metrics | Exception] = {}
+        def results(index: int, part: list[_OpenTrial]) -> list[Result]:
             try:
-                for part, ticket in zip(parts, tickets, strict=True):
-                    try:
-                        results: list[Result] = trainer.wait(ticket)
-                    except TrainerDied as exc:
-                        results = [exc] * len(part)
-                    # Closed (logged) while the trainer trains the next part.
-                    ended = self._close_all(part, dict(_numbered(part, results)))
-                    closed.update(_numbered(part, ended))
-            except KeyboardInterrupt as exc:
-                self._interrupted([t for t in trials if t.handle.number not in closed])
-                # The parts closed before it are logged and kept: the search tells them.
-                raise InterruptedAfter(closed) from exc
-            return [closed[t.handle.number] for t in trials]
+                return trainer.wait(tickets[index])
+            except TrainerDied as exc:
+                return [exc] * len(part)
 
-        return wait
+        return lambda: self._close_parts(parts, trials, results)
+
+    def _close_parts(
+        self,
+        parts: Sequence[list[_OpenTrial]],
+        trials: Sequence[_OpenTrial],
+        results: Callable[[int, list[_OpenTrial]], list[Result]],
+    ) -> list[Metrics | Exception]:
+        """Each part's ``results(index, part)`` (it trains here, or waits for the trainer
+        process), closed (logged) at once: with a trainer process, while it trains the
+        next part. Per trial of ``trials``, its metrics or exception. On Ctrl-C the parts
+        closed so far go to the search with the interrupt (their students are kept)."""
+        closed: dict[int, Metrics | Exception] = {}
+        try:
+            for index, part in enumerate(parts):
+                ended = self._close_all(part, dict(_numbered(part, results(index, part))))
+                closed.update(_numbered(part, ended))
+        except KeyboardInterrupt as exc:
+            self._interrupted([t for t in trials if t.handle.number not in closed])
+            raise InterruptedAfter(closed) from exc
+        return [closed[t.handle.number] for t in trials]
 
     def _parts(self, handles: Sequence[TrialHandle]) -> list[list[TrialHandle]]:
         """The trials in parts that share a fusion key."""

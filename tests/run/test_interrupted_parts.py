@@ -1,6 +1,7 @@
-"""Ctrl-C while a launch of fused trials trains in a trainer process, after one of its
-parts has ended: that part's trials are told and kept as they ended (runs FINISHED,
-students logged); only the trials still training fail as interrupted."""
+"""Ctrl-C while a launch of fused trials trains (in a trainer process, or in the run's
+own with one job), after one of its parts has ended: that part's trials are told and
+kept as they ended (runs FINISHED, students logged); only the trials still training fail
+as interrupted."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -52,14 +54,15 @@ def _trial_runs(client: MlflowClient) -> list:
     return client.search_runs([experiment.experiment_id], f"tags.`{tags.ROLE}` = 'trial'")
 
 
+@pytest.mark.parametrize("jobs", [2, 1], ids=["in a trainer process", "in this process"])
 def test_ctrl_c_tells_and_keeps_the_part_of_a_launch_that_had_ended(
-    write_study, tmp_path: Path
+    write_study, tmp_path: Path, jobs: int
 ) -> None:
     (tmp_path / "slow.py").write_text(SLOW)
     path = write_study(
         n_trials=2,
         search=SEARCH,
-        study_keys='jobs = 2\nfuse = 2\nsampler = "random"',
+        study_keys=f'jobs = {jobs}\nfuse = 2\nsampler = "random"',
         student={"model": "slow"},
         train={"epochs": 10},
     )
