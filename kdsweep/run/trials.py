@@ -5,8 +5,6 @@ epochs and metrics, end its run with the state the search will tell Optuna."""
 from __future__ import annotations
 
 import gc
-import os
-import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -219,7 +217,6 @@ class TrialRuns:
 
     def _open(self, handle: TrialHandle, extra_tags: Mapping[str, str] | None = None) -> _OpenTrial:
         settings = self.study.resolve(handle.params)
-        handle.trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         components = component_tags(self.study, settings)
         handle.trial.set_user_attr(COMPONENTS_ATTR, components)
         run_tags = {

@@ -357,8 +357,9 @@ def _ask_group(
 
 
 def _stamp(trial: optuna.Trial) -> None:
-    """Record this process as the trial's owner: should it die, a run on this machine
-    fails the trial at once (see :mod:`kdsweep.search.owners`)."""
+    """Record this process as the trial's owner: for people (host and PID) and, should it
+    die, for a run on this machine to fail the trial at once (:mod:`kdsweep.search.owners`)."""
+    trial.set_user_attr(owners.WORKER_ATTR, owners.worker())
     owner = owners.stamp(trial.number)
     if owner:
         trial.set_user_attr(owners.OWNER_ATTR, owner)

@@ -11,11 +11,18 @@ and is left to the heartbeat, as is a trial stamped by no one (Linux-only ``/pro
 from __future__ import annotations
 
 import os
+import socket
 from functools import cache
 from pathlib import Path
 
 OWNER_ATTR = "owner"  # the trial's user attribute: "<boot id>/<pid ns>/<pid>/<start>#<trial>"
+WORKER_ATTR = "worker"  # the same owner as people read it: "<host>:<pid>" (kdsweep report)
 _PROC = Path("/proc")
+
+
+def worker() -> str:
+    """This process as ``kdsweep report`` shows a trial's worker: host and PID."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def stamp(number: int) -> str:
@@ -59,10 +66,12 @@ def _machine() -> str:
 
 
 def _start_time(pid: int) -> str:
-    """When process ``pid`` started (clock ticks since boot); "" if there is none."""
+    """When process ``pid`` started (clock ticks since boot); "" if there is none, or
+    only its zombie (ended, not yet reaped by its parent)."""
     try:
         stat = (_PROC / str(pid) / "stat").read_text()
     except OSError:
         return ""
     # The command name (field 2) may hold spaces and parentheses: fields after its ")".
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return "" if fields[0] == "Z" else fields[19]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -35,6 +36,21 @@ def test_this_process_is_not_gone_and_a_finished_one_is() -> None:
     assert ended.rsplit("/", 2)[0] == mine.rsplit("/", 2)[0]  # same machine and namespace
     assert owners.is_gone(ended, 3)
     assert not owners.is_gone(ended, 4)  # copied to trial 4 (a retry): not its owner
+
+
+def test_an_ended_process_not_yet_reaped_is_gone() -> None:
+    code = "from kdsweep.search import owners; print(owners.stamp(0), flush=True); input()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    owner = child.stdout.readline().strip()
+    assert not owners.is_gone(owner, 0)
+    child.kill()  # not waited for: a zombie until the end of the test
+    deadline = time.monotonic() + 10
+    while not owners.is_gone(owner, 0):
+        assert time.monotonic() < deadline, "a killed child still counts as running"
+        time.sleep(0.05)
+    child.wait()
 
 
 def test_a_reused_pid_is_gone_and_unknown_owners_are_not() -> None:
@@ -70,3 +86,4 @@ def test_the_loop_stamps_each_trial_it_asks(tmp_path: Path) -> None:
         owners.stamp(0),
         owners.stamp(1),
     ]
+    assert {t.user_attrs[owners.WORKER_ATTR] for t in study.trials} == {owners.worker()}
