@@ -15,7 +15,9 @@ to its exit (imports included).
 
 Prints each side's wall time, the ratio, the best validation accuracy per width of each
 side, and where kdsweep's time went (its ``KDSWEEP_TIMELINE``: start-up, store creation,
-teacher, baselines, trials, teardown; phases that overlap are shown as such).
+teacher, baselines, trials, teardown; phases that overlap are shown as such). Also each
+side's CPU time (its whole process tree) and kdsweep's by phase: on a machine whose cores
+are all busy, CPU time / cores is the least wall time a side can take.
 
     python bench/whole_job.py [--trials 16] [--pairs 1] [--json FILE] [--also TREE]
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -211,16 +214,33 @@ def phases(timeline: Path, started: float, ended: float) -> list[tuple[str, floa
 # --- both, side by side -------------------------------------------------------------------
 
 
+def cpu_by_phase(timeline: Path) -> dict[str, float]:
+    """CPU seconds per phase, summed over the processes that recorded it."""
+    totals: dict[str, float] = {}
+    for line in timeline.read_text().splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if "cpu" in row:
+            totals[row["phase"]] = totals.get(row["phase"], 0.0) + row["cpu"]
+    return totals
+
+
+def children_cpu() -> float:
+    """CPU seconds used so far by this process's ended children and their descendants."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(
     command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
-) -> tuple[float, float, str]:
-    """(start, end, stdout) of a command run to its end; an error if it fails."""
-    started = time.time()
+) -> tuple[float, float, str, float]:
+    """(start, end, stdout, CPU seconds of its process tree) of a command run to its end;
+    an error if it fails."""
+    started, cpu = time.time(), children_cpu()
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
     ended = time.time()
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
-    return started, ended, done.stdout
+    return started, ended, done.stdout, children_cpu() - cpu
 
 
 def one_pair(job: Job, also: Path | None = None) -> dict:
@@ -231,7 +251,9 @@ def one_pair(job: Job, also: Path | None = None) -> dict:
         hand_dir.mkdir()
         command = [sys.executable, __file__, "--hand-written", str(hand_dir)]
         sizes = ["--trials", str(job.trials), "--epochs", str(job.epochs)]
-        h_start, h_end, out = timed([*command, *sizes, "--teacher-epochs", str(job.teacher_epochs)])
+        h_start, h_end, out, h_cpu = timed(
+            [*command, *sizes, "--teacher-epochs", str(job.teacher_epochs)]
+        )
         hand = json.loads(out.strip().splitlines()[-1])
 
         study_file = folder / "job.toml"
@@ -239,12 +261,12 @@ def one_pair(job: Job, also: Path | None = None) -> dict:
         timeline = folder / "timeline.jsonl"
         env = {**os.environ, "KDSWEEP_TIMELINE": str(timeline)}
         kdsweep = [sys.executable, "-m", "kdsweep", "run", str(study_file), "--results"]
-        k_start, k_end, _ = timed([*kdsweep, str(kd_dir)], env)
+        k_start, k_end, _, k_cpu = timed([*kdsweep, str(kd_dir)], env)
         other = {}
         if also is not None:  # its own sources first; run outside this tree (no shadowing)
             tree = also.resolve()
             env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{tree / 'plugins'}"}
-            o_start, o_end, _ = timed([*kdsweep, str(folder / "also")], env, cwd=folder)
+            o_start, o_end, _, _ = timed([*kdsweep, str(folder / "also")], env, cwd=folder)
             other = {
                 "also_s": o_end - o_start,
                 "also_best": kdsweep_best(study_file, folder / "also"),
@@ -257,6 +279,10 @@ def one_pair(job: Job, also: Path | None = None) -> dict:
             "hand_written_best": {int(k): v for k, v in hand["best_val_accuracy"].items()},
             "kdsweep_best": kdsweep_best(study_file, kd_dir),
             "kdsweep_phases": phases(timeline, k_start, k_end),
+            "hand_written_cpu_s": h_cpu,
+            "kdsweep_cpu_s": k_cpu,
+            "kdsweep_cpu_by_phase": cpu_by_phase(timeline),
+            "cores": len(os.sched_getaffinity(0)),
         }
 
 
@@ -279,6 +305,29 @@ def report(result: dict) -> None:
     print("kdsweep's time (s from the command's start):")
     for name, start, end in result["kdsweep_phases"]:
         print(f"  {name:<22} {start:6.2f} -> {end:6.2f}  ({end - start:5.2f} s)")
+    report_cpu(result)
+
+
+def report_cpu(result: dict) -> None:
+    """Print each side's CPU time, kdsweep's by phase, and the least wall time it allows."""
+    cores, hand, ours = result["cores"], result["hand_written_cpu_s"], result["kdsweep_cpu_s"]
+    print(
+        f"CPU time: hand-written {hand:.1f} s ({hand / result['hand_written_s']:.2f} cores busy"
+        f" on average), kdsweep {ours:.1f} s ({ours / result['kdsweep_s']:.2f} cores)"
+    )
+    by_phase = result["kdsweep_cpu_by_phase"]
+    trainers = by_phase.get("trainer busy", 0.0)
+    print("kdsweep's CPU time by phase (s):")
+    for name in ("teacher", "stores", "trials"):
+        print(f"  {name:<22} {by_phase.get(name, 0.0):6.2f}  (this process, all its threads)")
+    baselines = by_phase.get("baseline", 0.0)
+    print(f"  {'trainer processes':<22} {trainers:6.2f}  (of it baselines {baselines:.2f})")
+    rest = ours - trainers - sum(by_phase.get(n, 0.0) for n in ("teacher", "stores", "trials"))
+    print(f"  {'the rest':<22} {rest:6.2f}  (start-up, plan, teardown, trainers' start)")
+    print(
+        f"on {cores} cores kdsweep's CPU time allows no less than {ours / cores:.1f} s of wall"
+        f" time; 5x the hand-written side is {result['hand_written_s'] / 5:.1f} s"
+    )
 
 
 def main() -> None:

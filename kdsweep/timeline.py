@@ -1,8 +1,9 @@
 """Where a command's time goes: with ``KDSWEEP_TIMELINE=FILE`` set, every process of a
 run (the command and its trainer processes) appends one JSON line per phase it ends:
-``{"phase": ..., "start": ..., "end": ..., "pid": ...}``, times in Unix seconds, so
-overlapping phases show as such. ``bench/whole_job.py`` reads it. Unset, a phase costs
-one environment lookup.
+``{"phase": ..., "start": ..., "end": ..., "pid": ..., "cpu": ...}``, times in Unix
+seconds, so overlapping phases show as such; ``cpu`` is the CPU time the process used
+meanwhile (all its threads), in seconds, where the phase was timed as a block.
+``bench/whole_job.py`` reads it. Unset, a phase costs one environment lookup.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from contextlib import contextmanager
 TIMELINE_ENV = "KDSWEEP_TIMELINE"
 
 
-def record(phase: str, start: float, end: float | None = None) -> None:
-    """Append ``phase`` (from ``start`` to ``end``, default now) to the timeline file."""
+def record(phase: str, start: float, end: float | None = None, cpu: float | None = None) -> None:
+    """Append ``phase`` (from ``start`` to ``end``, default now; ``cpu`` seconds of the
+    process's CPU time meanwhile, if known) to the timeline file."""
     path = os.environ.get(TIMELINE_ENV)
     if not path:
         return
     line = {"phase": phase, "start": start, "end": time.time() if end is None else end}
+    if cpu is not None:
+        line["cpu"] = cpu
     with open(path, "a", encoding="utf-8") as handle:  # one short append per line
         handle.write(json.dumps({**line, "pid": os.getpid()}) + "\n")
 
@@ -29,8 +33,8 @@ def record(phase: str, start: float, end: float | None = None) -> None:
 @contextmanager
 def phase(name: str) -> Iterator[None]:
     """Record the block as phase ``name`` (also when it raises)."""
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     try:
         yield
     finally:
-        record(name, start)
+        record(name, start, cpu=time.process_time() - cpu)

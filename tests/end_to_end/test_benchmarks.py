@@ -56,6 +56,12 @@ def test_whole_job_runs_both_sides_in_smoke_mode(tmp_path: Path) -> None:
     assert starts == sorted(starts) and starts[0] == 0
     assert result["kdsweep_phases"][-1][2] == pytest.approx(result["kdsweep_s"], abs=0.01)
     assert "kdsweep's time" in finished.stdout
+    # CPU time of each side's process tree; kdsweep's phases add up to less than its whole
+    assert result["hand_written_cpu_s"] > 0 and result["kdsweep_cpu_s"] > 0
+    by_phase = result["kdsweep_cpu_by_phase"]
+    assert {"teacher", "stores", "trials", "trainer busy"} <= set(by_phase)
+    assert 0 < sum(by_phase.values()) - by_phase.get("baseline", 0) < result["kdsweep_cpu_s"]
+    assert "CPU time allows no less than" in finished.stdout
 
 
 def test_startup_timings_run(tmp_path: Path) -> None:
