@@ -196,10 +196,15 @@ def kdsweep_best(study_file: Path, results: Path) -> dict[int, float]:
     return best
 
 
+def timeline_rows(timeline: Path) -> list[dict]:
+    """The rows of kdsweep's ``KDSWEEP_TIMELINE`` file, one per phase a process ended."""
+    return [json.loads(line) for line in timeline.read_text().splitlines() if line.strip()]
+
+
 def phases(timeline: Path, started: float, ended: float) -> list[tuple[str, float, float]]:
     """kdsweep's phases as (name, start, end) in seconds from the command's start; the
     first phase is the start-up before it, the last the teardown after the summary."""
-    rows = [json.loads(line) for line in timeline.read_text().splitlines() if line.strip()]
+    rows = timeline_rows(timeline)
     spans: dict[str, list[float]] = {}
     for row in rows:
         span = spans.setdefault(row["phase"], [row["start"], row["end"]])
@@ -211,17 +216,15 @@ def phases(timeline: Path, started: float, ended: float) -> list[tuple[str, floa
     return [("start-up", 0.0, first), *found, ("teardown", last, ended - started)]
 
 
-# --- both, side by side -------------------------------------------------------------------
-
-
 def cpu_by_phase(timeline: Path) -> dict[str, float]:
-    """CPU seconds per phase, summed over the processes that recorded it."""
+    """kdsweep's CPU seconds per phase, summed over the processes that recorded it."""
     totals: dict[str, float] = {}
-    for line in timeline.read_text().splitlines():
-        row = json.loads(line) if line.strip() else {}
-        if "cpu" in row:
-            totals[row["phase"]] = totals.get(row["phase"], 0.0) + row["cpu"]
+    for row in timeline_rows(timeline):
+        totals[row["phase"]] = totals.get(row["phase"], 0.0) + row["cpu"]
     return totals
+
+
+# --- both, side by side -------------------------------------------------------------------
 
 
 def children_cpu() -> float:

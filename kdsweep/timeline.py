@@ -2,7 +2,7 @@
 run (the command and its trainer processes) appends one JSON line per phase it ends:
 ``{"phase": ..., "start": ..., "end": ..., "pid": ..., "cpu": ...}``, times in Unix
 seconds, so overlapping phases show as such; ``cpu`` is the CPU time the process used
-meanwhile (all its threads), in seconds, where the phase was timed as a block.
+meanwhile (all its threads), in seconds.
 ``bench/whole_job.py`` reads it. Unset, a phase costs one environment lookup.
 """
 
@@ -17,15 +17,13 @@ from contextlib import contextmanager
 TIMELINE_ENV = "KDSWEEP_TIMELINE"
 
 
-def record(phase: str, start: float, end: float | None = None, cpu: float | None = None) -> None:
-    """Append ``phase`` (from ``start`` to ``end``, default now; ``cpu`` seconds of the
-    process's CPU time meanwhile, if known) to the timeline file."""
+def _append(phase: str, start: float, cpu: float) -> None:
+    """Append ``phase`` (from ``start`` to now; ``cpu`` seconds of the process's CPU time
+    meanwhile) to the timeline file."""
     path = os.environ.get(TIMELINE_ENV)
     if not path:
         return
-    line = {"phase": phase, "start": start, "end": time.time() if end is None else end}
-    if cpu is not None:
-        line["cpu"] = cpu
+    line = {"phase": phase, "start": start, "end": time.time(), "cpu": cpu}
     with open(path, "a", encoding="utf-8") as handle:  # one short append per line
         handle.write(json.dumps({**line, "pid": os.getpid()}) + "\n")
 
@@ -37,4 +35,4 @@ def phase(name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        record(name, start, cpu=time.process_time() - cpu)
+        _append(name, start, time.process_time() - cpu)
