@@ -83,7 +83,7 @@ def log_student(
         model_type=MODEL_TYPE,
     )
     sample_input, sample_output = examples
-    with _quiet_mlflow(), _tracking_uri(tracker.tracking_uri):
+    with _fluent_mlflow(tracker.tracking_uri):
         mlflow.pytorch.log_model(
             model,
             name=MODEL_NAME,
@@ -156,7 +156,7 @@ def _registered_version(tracker: Tracker, name: str, student: StudentModel) -> s
     for version in client.search_model_versions(f"name = '{name}'"):
         if version.source == student.uri:
             return version.version
-    with _quiet_mlflow(), _tracking_uri(tracker.tracking_uri):  # it resolves models:/ so
+    with _fluent_mlflow(tracker.tracking_uri):  # it resolves models:/ so
         created = client.create_model_version(
             name,
             source=student.uri,
@@ -172,35 +172,33 @@ def _artifacts(client: Any, model_id: str) -> str:
 
 
 PROGRESS_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-_FLUENT = threading.Lock()  # one thread at a time sets MLflow's process-wide tracking URI
+# One thread at a time sets MLflow's process-wide tracking URI and its loggers' levels:
+# a second thread's restore would otherwise undo the first's while it still logs.
+_FLUENT = threading.Lock()
+_QUIETED = ("mlflow.pytorch", "mlflow.store", "mlflow")
 
 
 @contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent model logging reads the process-wide tracking URI. MLflow's own
-    context for it puts back exactly what was there (unset stays unset, so a user's
-    ``MLFLOW_TRACKING_URI`` keeps working)."""
+def _fluent_mlflow(uri: str) -> Iterator[None]:
+    """For MLflow's fluent model logging, which reads the process-wide tracking URI: that
+    URI set (MLflow's own context puts back exactly what was there, so a user's
+    ``MLFLOW_TRACKING_URI`` keeps working), its notes on pickled models and registry
+    waits silenced (not the user's business), no download bars."""
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     _no_progress_bars()
+    loggers = [logging.getLogger(name) for name in _QUIETED]
     with _FLUENT, _use_tracking_uri(uri):
-        yield
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
 
 
 def _no_progress_bars() -> None:
     """No download bars among kdsweep's lines (unless the user asked for them)."""
     os.environ.setdefault(PROGRESS_BARS, "false")
-
-
-@contextmanager
-def _quiet_mlflow() -> Iterator[None]:
-    """MLflow's notes on pickled models and registry waits are not the user's business."""
-    loggers = [logging.getLogger(name) for name in ("mlflow.pytorch", "mlflow.store", "mlflow")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
