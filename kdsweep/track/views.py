@@ -4,7 +4,7 @@ view of the runs table (trial runs, the columns that matter, best first) that
 
 The view is MLflow's own shared-view mechanism: an experiment tag
 ``mlflow.sharedViewState.<key>`` holding the runs page's state, opened with
-``?viewStateShareKey=<key>`` (MLflow 3 UI; checked against 3.17).
+``?viewStateShareKey=<key>`` (MLflow 3 UI; checked against 3.17 and 3.18).
 """
 
 from __future__ import annotations

@@ -97,12 +97,14 @@ def test_the_ui_opens_on_the_trial_runs_and_compares_two(browser, finished) -> N
         page = _page(browser, url)
         page.get_by_text("Training runs").first.wait_for(timeout=60_000)
         page.get_by_text("t0 w", exact=False).first.wait_for(timeout=60_000)
+        # The shared view's columns come after the rows (MLflow 3.18 loads it later)
+        for column in ("val_accuracy", "params", "test_accuracy", "loss.temperature"):
+            header = page.get_by_role("columnheader", name=column).first
+            header.wait_for(state="attached", timeout=30_000)
         _shot(page, "mlflow-runs")
         shown = page.inner_text("body")
         assert "Detect Issues" not in shown and "No data available" not in shown
         assert "4 matching runs" in shown  # the trial runs, not the collapsed study run
-        for column in ("val_accuracy", "params", "test_accuracy", "loss.temperature"):
-            assert page.get_by_role("columnheader", name=column).count() >= 1, column
         client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
         experiment = client.get_experiment_by_name("seen").experiment_id
         runs = client.search_runs([experiment], "tags.`kdsweep.role` = 'trial'", max_results=2)
